@@ -1,0 +1,289 @@
+//! Anthropic's Messages API (`POST {base}/v1/messages`).
+//!
+//! System messages become the top-level `system`; `max_tokens` is always sent
+//! (the API requires it). Streams are typed SSE events: `message_start`
+//! (input usage), `content_block_delta` (text), `message_delta` (output usage,
+//! stop reason), `message_stop` (the end), `ping`, and `error`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::CONTENT_TYPE;
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Role, Usage};
+use crate::client::ProviderConfig;
+use crate::error::{ErrorKind, ProviderError};
+use crate::tally::Tally;
+use crate::wire::{DecodeStream, Protocol, SseParser};
+
+/// The provider's name in responses, metrics and errors.
+pub const NAME: &str = "anthropic";
+/// Anthropic's API base.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The model used when neither the request nor the configuration names one.
+pub const DEFAULT_MODEL: &str = "claude-3-5-haiku-latest";
+/// The API version sent as `anthropic-version`.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` when the request sets none (the API requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// A service speaking Anthropic's Messages API.
+///
+/// ```no_run
+/// use chrysalis_services::{anthropic::{Anthropic, DEFAULT_BASE_URL}, ProviderConfig};
+/// let claude = Anthropic::new(
+///     ProviderConfig::new(DEFAULT_BASE_URL, "claude-3-5-haiku-latest").api_key("sk-ant-..."),
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct Anthropic {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoint: String,
+    config: ProviderConfig,
+}
+
+impl Anthropic {
+    /// An Anthropic service.
+    pub fn new(config: ProviderConfig) -> Self {
+        let endpoint = format!("{}/v1/messages", config.base_url);
+        Self {
+            inner: Arc::new(Inner { endpoint, config }),
+        }
+    }
+}
+
+impl tower::Service<ChatRequest> for Anthropic {
+    type Response = ChatResponse;
+    type Error = ProviderError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        Box::pin(self.inner.clone().chat(request))
+    }
+}
+
+impl Inner {
+    async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let model = self.config.model(&request.model).to_owned();
+        let body = serde_json::to_vec(&WireRequest::new(&model, &request))
+            .expect("a request always serialises");
+        let mut http = self
+            .config
+            .client
+            .post(&self.endpoint)
+            .header(CONTENT_TYPE, "application/json")
+            .header("anthropic-version", API_VERSION)
+            .body(body);
+        if let Some(key) = &self.config.api_key {
+            let mut value = http::HeaderValue::try_from(key.as_str()).map_err(|_| {
+                ProviderError::new(
+                    NAME,
+                    ErrorKind::InvalidRequest("the API key is not a valid header".into()),
+                )
+            })?;
+            value.set_sensitive(true);
+            http = http.header("x-api-key", value);
+        }
+        let response = self.config.send(NAME, http).await?;
+        let mut tally = Tally::new(
+            self.config.prices.clone(),
+            model.clone(),
+            request.prompt_chars(),
+        );
+        if request.stream {
+            let protocol = EventProtocol {
+                sse: SseParser::default(),
+                tally,
+            };
+            let chunks = DecodeStream::new(NAME, response.bytes_stream(), protocol);
+            return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
+        }
+        let wire: WireResponse = self.config.json(NAME, response).await?;
+        tally.served_by(Some(&wire.model));
+        tally.usage = Some(wire.usage.into());
+        tally.finish_reason = wire.stop_reason.map(finish_reason);
+        let content = wire
+            .content
+            .into_iter()
+            .filter_map(|block| block.text)
+            .collect::<String>();
+        Ok(ChatResponse::Complete(tally.complete(NAME, model, content)))
+    }
+}
+
+/// Anthropic's stop reasons in OpenAI's words, which the gateway speaks.
+fn finish_reason(stop_reason: String) -> String {
+    match stop_reason.as_str() {
+        "end_turn" | "stop_sequence" => "stop".to_owned(),
+        "max_tokens" => "length".to_owned(),
+        _ => stop_reason,
+    }
+}
+
+/// Reads the typed events up to `message_stop`.
+struct EventProtocol {
+    sse: SseParser,
+    tally: Tally,
+}
+
+impl Protocol for EventProtocol {
+    fn line(&mut self, line: &str, out: &mut VecDeque<Chunk>) -> Result<(), ErrorKind> {
+        let Some(event) = self.sse.line(line) else {
+            return Ok(());
+        };
+        let event: WireEvent = serde_json::from_str(&event.data)
+            .map_err(|e| ErrorKind::Protocol(format!("bad `{}` event ({e})", event.event)))?;
+        match event.kind.as_str() {
+            "message_start" => {
+                if let Some(message) = event.message {
+                    self.tally.served_by(Some(&message.model));
+                    self.tally.usage = Some(message.usage.into());
+                }
+            }
+            "content_block_delta" => {
+                if let Some(text) = event.delta.and_then(|d| d.text) {
+                    self.tally.delta(&text, out);
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
+                    self.tally.finish_reason = Some(finish_reason(reason));
+                }
+                if let Some(usage) = event.usage {
+                    let total = self.tally.usage.get_or_insert_with(Usage::default);
+                    // Output tokens here are the running total; input may be restated.
+                    total.completion_tokens = usage.output_tokens;
+                    if usage.input_tokens > 0 {
+                        total.prompt_tokens = Usage::from(usage).prompt_tokens;
+                    }
+                }
+            }
+            "message_stop" => out.push_back(Chunk::End(self.tally.end())),
+            "error" => {
+                let error = event.error.unwrap_or_default();
+                return Err(ErrorKind::Upstream(format!(
+                    "{}: {}",
+                    error.kind, error.message
+                )));
+            }
+            // ping, content_block_start/stop, and event types added later.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<&'a Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+impl<'a> WireRequest<'a> {
+    fn new(model: &'a str, request: &'a ChatRequest) -> Self {
+        let (system, messages): (Vec<&Message>, Vec<&Message>) = request
+            .messages
+            .iter()
+            .partition(|m| m.role == Role::System);
+        let system = (!system.is_empty()).then(|| {
+            system
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        });
+        Self {
+            model,
+            max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            system,
+            messages,
+            temperature: request.temperature,
+            stream: request.stream,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    model: String,
+    #[serde(default)]
+    content: Vec<WireBlock>,
+    stop_reason: Option<String>,
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+struct WireBlock {
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: usage.input_tokens
+                + usage.cache_creation_input_tokens.unwrap_or(0)
+                + usage.cache_read_input_tokens.unwrap_or(0),
+            completion_tokens: usage.output_tokens,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<WireStartMessage>,
+    delta: Option<WireDelta>,
+    usage: Option<WireUsage>,
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireStartMessage {
+    model: String,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    text: Option<String>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireError {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}

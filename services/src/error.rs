@@ -1,0 +1,122 @@
+//! The one error type of every provider.
+
+use thiserror::Error;
+
+/// A provider call failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{provider}: {kind}")]
+pub struct ProviderError {
+    /// The provider that failed.
+    pub provider: &'static str,
+    /// How it failed.
+    pub kind: ErrorKind,
+}
+
+/// How a provider call failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ErrorKind {
+    /// The upstream could not be reached.
+    #[error("could not reach the upstream: {0}")]
+    Connect(String),
+    /// The upstream did not answer in time.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    /// The upstream answered with an HTTP error status.
+    #[error("the upstream answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The upstream's own message, with secrets removed.
+        message: String,
+    },
+    /// The upstream reported an error inside a stream.
+    #[error("the upstream reported an error: {0}")]
+    Upstream(String),
+    /// The upstream's answer could not be understood.
+    #[error("the upstream's answer could not be read: {0}")]
+    Protocol(String),
+    /// A stream stopped before its end marker.
+    #[error("the stream was cut short: {0}")]
+    Cut(String),
+    /// The request cannot be sent to this provider as it is.
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+impl ProviderError {
+    /// An error of `kind` from `provider`.
+    pub fn new(provider: &'static str, kind: ErrorKind) -> Self {
+        Self { provider, kind }
+    }
+
+    /// A stream of `provider` that ended before its end marker.
+    pub fn cut(provider: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(provider, ErrorKind::Cut(detail.into()))
+    }
+
+    /// A short, stable name of the failure: `connect`, `timeout`, `status`,
+    /// `upstream`, `protocol`, `cut`, `invalid_request`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Connect(_) => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Status { .. } => "status",
+            ErrorKind::Upstream(_) => "upstream",
+            ErrorKind::Protocol(_) => "protocol",
+            ErrorKind::Cut(_) => "cut",
+            ErrorKind::InvalidRequest(_) => "invalid_request",
+        }
+    }
+
+    /// The upstream's HTTP status, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            ErrorKind::Status { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The request itself is at fault: another provider would refuse it too,
+    /// and it says nothing about this provider's health.
+    pub fn is_client_error(&self) -> bool {
+        match self.kind {
+            ErrorKind::InvalidRequest(_) => true,
+            // 401/403 mean our key is wrong and 408/429 mean the upstream is
+            // busy: faults of the provider, not of the caller.
+            ErrorKind::Status { status, .. } => matches!(status, 400 | 404 | 413 | 422),
+            _ => false,
+        }
+    }
+
+    /// Trying another provider (or this one later) may succeed.
+    pub fn retryable(&self) -> bool {
+        !self.is_client_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ProviderError {
+        ProviderError::new(
+            "openai",
+            ErrorKind::Status {
+                status,
+                message: String::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn provider_faults_are_retryable_and_bad_requests_are_not() {
+        for code in [401, 403, 408, 429, 500, 502, 503, 529] {
+            assert!(status(code).retryable(), "{code}");
+        }
+        for code in [400, 404, 413, 422] {
+            assert!(!status(code).retryable(), "{code}");
+        }
+        assert!(ProviderError::cut("openai", "eof").retryable());
+        assert!(ProviderError::new("openai", ErrorKind::Timeout).retryable());
+    }
+}

@@ -1,0 +1,41 @@
+//! Chat types and one [`tower::Service`] per LLM provider.
+//!
+//! Every provider is a `Service<ChatRequest, Response = ChatResponse, Error = ProviderError>`:
+//! it speaks its upstream's real wire format, prices its own usage from the
+//! [`pricing::PriceTable`], and turns every upstream failure into a typed
+//! [`ProviderError`] that knows whether trying another provider can help.
+//!
+//! ```no_run
+//! use chrysalis_services::{mock::{Mock, MockConfig}, ChatRequest, Message, Role};
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), chrysalis_services::ProviderError> {
+//! let mock = Mock::new(MockConfig::default());
+//! let request = ChatRequest::new("planner", vec![Message::new(Role::User, "Hello")]);
+//! let completion = mock.oneshot(request).await?.into_completion().await?;
+//! println!("{} ({} tokens)", completion.content, completion.usage.total_tokens());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod anthropic;
+mod chat;
+mod client;
+mod error;
+pub mod mock;
+pub mod ollama;
+pub mod openai;
+pub mod openrouter;
+pub mod pricing;
+mod tally;
+mod wire;
+
+pub use chat::{
+    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Message, Role,
+    StreamEnd, Usage,
+};
+pub use client::{http_client, ProviderConfig};
+pub use error::{ErrorKind, ProviderError};
+/// The HTTP client type providers share (see [`http_client`]).
+pub use reqwest::Client as HttpClient;

@@ -1,0 +1,298 @@
+//! OpenAI's Chat Completions API (`POST {base}/chat/completions`), which
+//! OpenRouter and many local servers speak too.
+//!
+//! Streams ask for `stream_options.include_usage`, so usage arrives in a last
+//! chunk with no choices, before `data: [DONE]`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
+use crate::client::ProviderConfig;
+use crate::error::{ErrorKind, ProviderError};
+use crate::tally::Tally;
+use crate::wire::{DecodeStream, Protocol, SseParser};
+
+/// The provider's name in responses, metrics and errors.
+pub const NAME: &str = "openai";
+/// OpenAI's API base.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The model used when neither the request nor the configuration names one.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
+/// A service speaking OpenAI's Chat Completions API.
+///
+/// ```no_run
+/// use chrysalis_services::{openai::{OpenAiCompatible, DEFAULT_BASE_URL}, ProviderConfig};
+/// let openai = OpenAiCompatible::openai(
+///     ProviderConfig::new(DEFAULT_BASE_URL, "gpt-4o-mini").api_key("sk-..."),
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenAiCompatible {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    provider: &'static str,
+    endpoint: String,
+    config: ProviderConfig,
+    dialect: Dialect,
+}
+
+/// What differs between the upstreams that speak this API.
+#[derive(Debug)]
+pub(crate) enum Dialect {
+    OpenAi,
+    /// OpenRouter: usage accounting with cost, attribution headers.
+    OpenRouter {
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+impl OpenAiCompatible {
+    /// OpenAI itself (or any server that speaks its API).
+    pub fn openai(config: ProviderConfig) -> Self {
+        Self::new(NAME, config, Dialect::OpenAi)
+    }
+
+    pub(crate) fn new(provider: &'static str, config: ProviderConfig, dialect: Dialect) -> Self {
+        let endpoint = format!("{}/chat/completions", config.base_url);
+        Self {
+            inner: Arc::new(Inner {
+                provider,
+                endpoint,
+                config,
+                dialect,
+            }),
+        }
+    }
+}
+
+impl tower::Service<ChatRequest> for OpenAiCompatible {
+    type Response = ChatResponse;
+    type Error = ProviderError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        Box::pin(self.inner.clone().chat(request))
+    }
+}
+
+impl Inner {
+    async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let model = self.config.model(&request.model).to_owned();
+        let mut http = self
+            .config
+            .client
+            .post(&self.endpoint)
+            .header(CONTENT_TYPE, "application/json")
+            .body(self.body(&model, &request));
+        if let Some(key) = &self.config.api_key {
+            http = http.bearer_auth(key);
+        }
+        if let Dialect::OpenRouter { headers } = &self.dialect {
+            for (name, value) in headers {
+                http = http.header(name, value);
+            }
+        }
+        let response = self.config.send(self.provider, http).await?;
+        let mut tally = Tally::new(
+            self.config.prices.clone(),
+            model.clone(),
+            request.prompt_chars(),
+        );
+        if request.stream {
+            let protocol = ChunkProtocol {
+                sse: SseParser::default(),
+                tally,
+            };
+            let chunks = DecodeStream::new(self.provider, response.bytes_stream(), protocol);
+            return Ok(ChatResponse::Stream(ChatStream::new(
+                self.provider,
+                model,
+                chunks,
+            )));
+        }
+        let wire: WireResponse = self.config.json(self.provider, response).await?;
+        if let Some(error) = wire.error {
+            return Err(ProviderError::new(
+                self.provider,
+                ErrorKind::Upstream(error.message),
+            ));
+        }
+        let choice = wire.choices.into_iter().next().ok_or_else(|| {
+            ProviderError::new(
+                self.provider,
+                ErrorKind::Protocol("the answer has no choices".into()),
+            )
+        })?;
+        tally.served_by(wire.model.as_deref());
+        tally.finish_reason = choice.finish_reason;
+        tally.record(wire.usage);
+        let content = choice.message.content.unwrap_or_default();
+        Ok(ChatResponse::Complete(tally.complete(
+            self.provider,
+            model,
+            content,
+        )))
+    }
+
+    fn body(&self, model: &str, request: &ChatRequest) -> Vec<u8> {
+        let openrouter = matches!(self.dialect, Dialect::OpenRouter { .. });
+        let body = WireRequest {
+            model,
+            messages: &request.messages,
+            temperature: request.temperature,
+            // OpenAI's reasoning models refuse `max_tokens`; OpenRouter knows only it.
+            max_completion_tokens: request.max_tokens.filter(|_| !openrouter),
+            max_tokens: request.max_tokens.filter(|_| openrouter),
+            stream: request.stream,
+            stream_options: (request.stream && !openrouter).then_some(StreamOptions {
+                include_usage: true,
+            }),
+            usage: openrouter.then_some(UsageAccounting { include: true }),
+        };
+        serde_json::to_vec(&body).expect("a request always serialises")
+    }
+}
+
+impl Tally {
+    fn record(&mut self, usage: Option<WireUsage>) {
+        if let Some(usage) = usage {
+            self.usage = Some(Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            });
+            self.reported_cost = usage.cost;
+        }
+    }
+}
+
+/// Reads `data: {chunk}` events up to `data: [DONE]`.
+struct ChunkProtocol {
+    sse: SseParser,
+    tally: Tally,
+}
+
+impl Protocol for ChunkProtocol {
+    fn line(&mut self, line: &str, out: &mut VecDeque<Chunk>) -> Result<(), ErrorKind> {
+        let Some(event) = self.sse.line(line) else {
+            return Ok(());
+        };
+        if event.data == "[DONE]" {
+            out.push_back(Chunk::End(self.tally.end()));
+            return Ok(());
+        }
+        let chunk: WireChunk = serde_json::from_str(&event.data)
+            .map_err(|e| ErrorKind::Protocol(format!("bad chunk ({e})")))?;
+        if let Some(error) = chunk.error {
+            return Err(ErrorKind::Upstream(error.message));
+        }
+        self.tally.served_by(chunk.model.as_deref());
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content {
+                self.tally.delta(&text, out);
+            }
+            if choice.finish_reason.is_some() {
+                self.tally.finish_reason = choice.finish_reason;
+            }
+        }
+        self.tally.record(chunk.usage);
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageAccounting>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct UsageAccounting {
+    include: bool,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    usage: Option<WireUsage>,
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    delta: WireDelta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDelta {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    /// OpenRouter's usage accounting: what the call cost, in USD.
+    cost: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    message: String,
+}

@@ -1,0 +1,9 @@
+//! Reading upstream bodies: lines, server-sent events, and the stream that
+//! turns an upstream's frames into [`Chunk`](crate::Chunk)s.
+
+mod decode;
+mod lines;
+mod sse;
+
+pub(crate) use decode::{DecodeStream, Protocol};
+pub(crate) use sse::SseParser;

@@ -1,0 +1,361 @@
+//! Configuration: every setting an environment variable and a flag (the flag
+//! wins), parsed once at start-up into typed values.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrysalis_services::{anthropic, mock, ollama, openai, openrouter};
+use clap::{builder::BoolishValueParser, Parser, ValueEnum};
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Chrysalis: one gateway for every LLM call"
+)]
+pub struct Config {
+    /// Bind address.
+    #[arg(long, env = "GATEWAY_HOST", default_value = "0.0.0.0")]
+    pub gateway_host: IpAddr,
+    /// HTTP port.
+    #[arg(long, env = "GATEWAY_PORT", default_value_t = 8080)]
+    pub gateway_port: u16,
+    /// Primary provider.
+    #[arg(long, env = "LLM_PROVIDER", value_enum, default_value_t = ProviderKind::Openai)]
+    pub llm_provider: ProviderKind,
+    /// Fallback providers, tried in order; an item may pin a model (`anthropic:claude-3-5-haiku-latest`).
+    #[arg(long, env = "LLM_FALLBACKS", default_value = "")]
+    pub llm_fallbacks: Fallbacks,
+    /// Model the primary uses when a request names none (default: the provider's own).
+    #[arg(long, env = "LLM_DEFAULT_MODEL")]
+    pub llm_default_model: Option<String>,
+    /// OpenAI API key.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Anthropic API key.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    /// OpenRouter API key.
+    #[arg(long, env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    pub openrouter_api_key: Option<String>,
+    /// OpenAI API base.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = openai::DEFAULT_BASE_URL)]
+    pub openai_base_url: BaseUrl,
+    /// Anthropic API base.
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = anthropic::DEFAULT_BASE_URL)]
+    pub anthropic_base_url: BaseUrl,
+    /// OpenRouter API base.
+    #[arg(long, env = "OPENROUTER_BASE_URL", default_value = openrouter::DEFAULT_BASE_URL)]
+    pub openrouter_base_url: BaseUrl,
+    /// Ollama base.
+    #[arg(long, env = "OLLAMA_BASE_URL", default_value = ollama::DEFAULT_BASE_URL)]
+    pub ollama_base_url: BaseUrl,
+    /// Sent to OpenRouter as `HTTP-Referer` (app attribution).
+    #[arg(long, env = "OPENROUTER_SITE_URL")]
+    pub openrouter_site_url: Option<HeaderText>,
+    /// Sent to OpenRouter as `X-Title` (app attribution).
+    #[arg(long, env = "OPENROUTER_APP_NAME")]
+    pub openrouter_app_name: Option<HeaderText>,
+    /// Mock provider: wait this long before every answer.
+    #[arg(long, env = "MOCK_LATENCY_MS", default_value_t = 0)]
+    pub mock_latency_ms: u64,
+    /// Mock provider: fail every call with a 503.
+    #[arg(long, env = "MOCK_FAIL", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub mock_fail: bool,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub gateway_max_body_bytes: usize,
+    /// How long in-flight requests and streams may run on after SIGTERM/SIGINT.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub gateway_shutdown_grace_ms: u64,
+    /// Log lines as `text` or `json` (filter with RUST_LOG).
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub gateway_log_format: LogFormat,
+}
+
+/// A provider the gateway can call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum ProviderKind {
+    /// OpenAI's Chat Completions API.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// OpenRouter (OpenAI's API, with cost accounting).
+    Openrouter,
+    /// A local Ollama.
+    Ollama,
+    /// The built-in mock: no network, no key.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The provider's name in responses and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Openai => openai::NAME,
+            Self::Anthropic => anthropic::NAME,
+            Self::Openrouter => openrouter::NAME,
+            Self::Ollama => ollama::NAME,
+            Self::Mock => mock::NAME,
+        }
+    }
+
+    /// The built-in default model.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Self::Openai => openai::DEFAULT_MODEL,
+            Self::Anthropic => anthropic::DEFAULT_MODEL,
+            Self::Openrouter => openrouter::DEFAULT_MODEL,
+            Self::Ollama => ollama::DEFAULT_MODEL,
+            Self::Mock => mock::DEFAULT_MODEL,
+        }
+    }
+
+    /// The variable that holds this provider's key, if it needs one.
+    pub fn key_variable(self) -> Option<&'static str> {
+        match self {
+            Self::Openai => Some("OPENAI_API_KEY"),
+            Self::Anthropic => Some("ANTHROPIC_API_KEY"),
+            Self::Openrouter => Some("OPENROUTER_API_KEY"),
+            Self::Ollama | Self::Mock => None,
+        }
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as ValueEnum>::from_str(s.trim(), true).map_err(|_| {
+            format!(
+                "unknown provider `{s}` (expected openai, anthropic, openrouter, ollama or mock)"
+            )
+        })
+    }
+}
+
+/// One provider in the failover order, maybe with a pinned model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSpec {
+    /// Which provider.
+    pub kind: ProviderKind,
+    /// The model it must use, if pinned.
+    pub model: Option<String>,
+}
+
+/// The `LLM_FALLBACKS` list: `anthropic, openrouter:meta-llama/llama-3.3-70b-instruct`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fallbacks(pub Vec<ProviderSpec>);
+
+impl FromStr for Fallbacks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let specs = s
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                // Only the first colon splits: OpenRouter models may hold colons (`:free`).
+                let (kind, model) = match item.split_once(':') {
+                    Some((kind, model)) if !model.trim().is_empty() => {
+                        (kind, Some(model.trim().to_owned()))
+                    }
+                    Some((kind, _)) => (kind, None),
+                    None => (item, None),
+                };
+                Ok(ProviderSpec {
+                    kind: kind.parse()?,
+                    model,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self(specs))
+    }
+}
+
+/// An `http://` or `https://` base URL with no credentials in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(pub String);
+
+impl FromStr for BaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL ({e})"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(format!("`{s}` must start with http:// or https://")),
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("put credentials in the API key variable, not in the URL".to_owned());
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// Text that can be sent as an HTTP header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(pub String);
+
+impl FromStr for HeaderText {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        http::HeaderValue::from_str(s)
+            .map(|_| Self(s.to_owned()))
+            .map_err(|_| "not a valid HTTP header value".to_owned())
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// A configuration that parses but cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}: {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads flags and environment; on a bad value, the one line that says what is wrong.
+    pub fn load() -> Result<Self, String> {
+        let config = match Self::try_parse() {
+            Ok(config) => config,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let text = e.to_string();
+                return Err(text
+                    .lines()
+                    .next()
+                    .unwrap_or("error: bad configuration")
+                    .to_owned());
+            }
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// The providers in failover order: the primary, then the fallbacks.
+    pub fn providers(&self) -> impl Iterator<Item = ProviderSpec> + '_ {
+        let primary = ProviderSpec {
+            kind: self.llm_provider,
+            model: self.llm_default_model.clone(),
+        };
+        std::iter::once(primary).chain(self.llm_fallbacks.0.iter().cloned())
+    }
+
+    /// The key of `kind`, if set and not empty.
+    pub fn api_key(&self, kind: ProviderKind) -> Option<&str> {
+        let key = match kind {
+            ProviderKind::Openai => &self.openai_api_key,
+            ProviderKind::Anthropic => &self.anthropic_api_key,
+            ProviderKind::Openrouter => &self.openrouter_api_key,
+            ProviderKind::Ollama | ProviderKind::Mock => &None,
+        };
+        key.as_deref().filter(|k| !k.trim().is_empty())
+    }
+
+    /// Checks what flags cannot: every configured provider has its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for spec in self.providers() {
+            if let Some(variable) = spec.kind.key_variable() {
+                if self.api_key(spec.kind).is_none() {
+                    let problem = format!(
+                        "not set, but provider {} is configured (LLM_PROVIDER / LLM_FALLBACKS)",
+                        spec.kind.name()
+                    );
+                    return Err(ConfigError { variable, problem });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The grace period for in-flight work at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.gateway_shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn fallbacks_pin_models_and_keep_colons_in_model_names() {
+        let fallbacks: Fallbacks = "anthropic:claude-3-5-haiku-latest, openrouter:meta-llama/llama-3.3-70b-instruct:free,ollama"
+            .parse()
+            .unwrap();
+        let kinds: Vec<_> = fallbacks
+            .0
+            .iter()
+            .map(|s| (s.kind, s.model.as_deref()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ProviderKind::Anthropic, Some("claude-3-5-haiku-latest")),
+                (
+                    ProviderKind::Openrouter,
+                    Some("meta-llama/llama-3.3-70b-instruct:free")
+                ),
+                (ProviderKind::Ollama, None),
+            ]
+        );
+        assert!("antropic"
+            .parse::<Fallbacks>()
+            .unwrap_err()
+            .contains("unknown provider"));
+        assert_eq!("".parse::<Fallbacks>().unwrap(), Fallbacks::default());
+    }
+
+    #[test]
+    fn a_missing_key_names_its_variable() {
+        let config = parse(&["--llm-provider", "mock", "--llm-fallbacks", "openrouter"]).unwrap();
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.variable, "OPENROUTER_API_KEY");
+        let config = parse(&["--llm-provider", "mock", "--llm-fallbacks", "ollama"]).unwrap();
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let error = parse(&["--gateway-port", "eighty"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("GATEWAY_PORT"), "{error}");
+        let error = parse(&["--openai-base-url", "ftp://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("OPENAI_BASE_URL"), "{error}");
+        let error = parse(&["--llm-provider", "gemini"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("LLM_PROVIDER"), "{error}");
+    }
+}

@@ -1,0 +1,152 @@
+//! `POST /v1/chat` and `POST /v1/chat/stream`.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrysalis_services::{ChatRequest, ChatStream, Completion, Message, Usage};
+use futures_core::Stream;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use super::sse::SseFrames;
+use super::AppState;
+use crate::error::ApiError;
+
+/// The cost of a complete answer, for clients that read headers only.
+const COST_HEADER: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
+
+pub(super) async fn complete(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = read_request(body, state.max_body_bytes, false).await?;
+    let response = state
+        .chat
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::from_error(e.as_ref()))?;
+    let completion = response
+        .into_completion()
+        .await
+        .map_err(|e| ApiError::from_provider(&e))?;
+    Ok(completion_response(&completion))
+}
+
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = read_request(body, state.max_body_bytes, true).await?;
+    let response = state
+        .chat
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::from_error(e.as_ref()))?;
+    let mut chunks = response.into_stream();
+    // Until the first chunk, a failure is still a plain HTTP error.
+    let first = next(&mut chunks).await;
+    let first = match first {
+        Some(Err(e)) => return Err(ApiError::from_provider(&e)),
+        first => first,
+    };
+    let frames = SseFrames::new(first, chunks);
+    Ok(Sse::new(frames)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn next(stream: &mut ChatStream) -> Option<<ChatStream as Stream>::Item> {
+    poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+fn completion_response(completion: &Completion) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        content: &'a str,
+        model: &'a str,
+        provider: &'a str,
+        usage: Usage,
+        cost_usd: f64,
+    }
+    let body = Body {
+        content: &completion.content,
+        model: &completion.model,
+        provider: completion.provider,
+        usage: completion.usage,
+        cost_usd: completion.cost_usd,
+    };
+    let mut response = Json(body).into_response();
+    if let Ok(cost) = HeaderValue::try_from(completion.cost_usd.to_string()) {
+        response.headers_mut().insert(COST_HEADER, cost);
+    }
+    response
+}
+
+/// The body of both chat routes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    agent_id: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    /// Accepted for clients that send it; the route decides.
+    #[serde(default, rename = "stream")]
+    _stream: Option<bool>,
+}
+
+async fn read_request(body: Body, limit: usize, stream: bool) -> Result<ChatRequest, ApiError> {
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
+        Err(e) => {
+            return Err(ApiError::invalid_request(format!(
+                "could not read the body: {e}"
+            )))
+        }
+    };
+    let body: ChatBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
+    body.into_request(stream)
+}
+
+impl ChatBody {
+    fn into_request(self, stream: bool) -> Result<ChatRequest, ApiError> {
+        if self.agent_id.trim().is_empty() {
+            return Err(ApiError::invalid_request("`agent_id` must not be empty"));
+        }
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid_request(
+                "`messages` must hold at least one message",
+            ));
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(ApiError::invalid_request(
+                    "`temperature` must be between 0 and 2",
+                ));
+            }
+        }
+        if self.max_tokens == Some(0) {
+            return Err(ApiError::invalid_request("`max_tokens` must be at least 1"));
+        }
+        let mut request = ChatRequest::new(self.agent_id, self.messages);
+        request.model = self.model.filter(|m| !m.trim().is_empty());
+        request.temperature = self.temperature;
+        request.max_tokens = self.max_tokens;
+        request.stream = stream;
+        Ok(request)
+    }
+}

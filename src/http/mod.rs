@@ -1,0 +1,48 @@
+//! The axum edge: routes, and nothing of LLM logic (that is the chat stack's).
+
+mod chat;
+mod sse;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::error::ApiError;
+use crate::stack::ChatService;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The chat stack.
+    pub chat: ChatService,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/chat", post(chat::complete))
+        .route("/v1/chat/stream", post(chat::stream))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

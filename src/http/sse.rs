@@ -1,0 +1,109 @@
+//! The frames of `POST /v1/chat/stream`.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::response::sse::Event;
+use chrysalis_services::{ChatStream, Chunk, ProviderError, Usage};
+use futures_core::Stream;
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorDetail};
+
+/// Turns chunks into `data:` frames: one per delta, then a `done` frame with
+/// usage and cost, or a `done` frame with the error that cut the stream.
+pub(super) struct SseFrames {
+    first: Option<Result<Chunk, ProviderError>>,
+    chunks: ChatStream,
+    done: bool,
+}
+
+impl SseFrames {
+    /// Frames for `chunks`, of which `first` was already read.
+    pub(super) fn new(first: Option<Result<Chunk, ProviderError>>, chunks: ChatStream) -> Self {
+        Self {
+            first,
+            chunks,
+            done: false,
+        }
+    }
+
+    fn frame(&mut self, item: Option<Result<Chunk, ProviderError>>) -> String {
+        let (model, provider) = (self.chunks.model.as_str(), self.chunks.provider);
+        let frame = match item {
+            Some(Ok(Chunk::Delta(text))) => {
+                return json(&DeltaFrame {
+                    content: &text,
+                    model,
+                    provider,
+                });
+            }
+            Some(Ok(Chunk::End(end))) => json(&DoneFrame {
+                done: true,
+                model,
+                provider,
+                usage: end.usage,
+                cost_usd: end.cost_usd,
+            }),
+            Some(Err(e)) => {
+                tracing::warn!(provider, error = %e, "stream failed after its first chunk");
+                error_frame(&ApiError::from_provider(&e))
+            }
+            None => error_frame(&ApiError::from_provider(&ProviderError::cut(
+                provider,
+                "stream ended without its end",
+            ))),
+        };
+        self.done = true;
+        frame
+    }
+}
+
+impl Stream for SseFrames {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.first.take() {
+            Some(first) => Some(first),
+            None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
+        };
+        let frame = self.frame(item);
+        Poll::Ready(Some(Ok(Event::default().data(frame))))
+    }
+}
+
+#[derive(Serialize)]
+struct DeltaFrame<'a> {
+    content: &'a str,
+    model: &'a str,
+    provider: &'a str,
+}
+
+#[derive(Serialize)]
+struct DoneFrame<'a> {
+    done: bool,
+    model: &'a str,
+    provider: &'a str,
+    usage: Usage,
+    cost_usd: f64,
+}
+
+fn error_frame(error: &ApiError) -> String {
+    #[derive(Serialize)]
+    struct ErrorFrame<'a> {
+        done: bool,
+        error: ErrorDetail<'a>,
+    }
+    json(&ErrorFrame {
+        done: true,
+        error: error.detail(),
+    })
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("frames always serialise")
+}

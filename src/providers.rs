@@ -1,0 +1,99 @@
+//! Builds one provider service per configured provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrysalis_services::mock::{Mock, MockConfig};
+use chrysalis_services::ollama::Ollama;
+use chrysalis_services::openai::OpenAiCompatible;
+use chrysalis_services::openrouter::{self, Attribution};
+use chrysalis_services::pricing::PriceTable;
+use chrysalis_services::{
+    anthropic::Anthropic, http_client, ChatRequest, ChatResponse, HttpClient, ProviderConfig,
+    ProviderError,
+};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::config::{Config, ProviderKind, ProviderSpec};
+use crate::stack::ChatService;
+
+/// A provider in the failover order.
+pub struct Provider {
+    /// Its name (`openai`, ...).
+    pub name: &'static str,
+    /// The model it uses when the request does not pick one for it.
+    pub model: String,
+    /// Its service, type-erased.
+    pub service: ChatService,
+}
+
+/// The providers in failover order, sharing one HTTP client and one price table.
+pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Vec<Provider> {
+    let client = http_client();
+    config
+        .providers()
+        .map(|spec| {
+            let model = spec
+                .model
+                .clone()
+                .unwrap_or_else(|| spec.kind.default_model().to_owned());
+            let service = service(config, &spec, &model, &client, prices);
+            Provider {
+                name: spec.kind.name(),
+                model,
+                service,
+            }
+        })
+        .collect()
+}
+
+fn service(
+    config: &Config,
+    spec: &ProviderSpec,
+    model: &str,
+    client: &HttpClient,
+    prices: &Arc<PriceTable>,
+) -> ChatService {
+    let network = |base: &str| {
+        let mut provider = ProviderConfig::new(base, model)
+            .client(client.clone())
+            .prices(prices.clone());
+        if let Some(key) = config.api_key(spec.kind) {
+            provider = provider.api_key(key);
+        }
+        provider
+    };
+    match spec.kind {
+        ProviderKind::Openai => boxed(OpenAiCompatible::openai(network(&config.openai_base_url.0))),
+        ProviderKind::Anthropic => boxed(Anthropic::new(network(&config.anthropic_base_url.0))),
+        ProviderKind::Openrouter => {
+            let attribution = Attribution {
+                site_url: config.openrouter_site_url.clone().map(|h| h.0),
+                app_name: config.openrouter_app_name.clone().map(|h| h.0),
+            };
+            boxed(openrouter::service(
+                network(&config.openrouter_base_url.0),
+                attribution,
+            ))
+        }
+        ProviderKind::Ollama => boxed(Ollama::new(network(&config.ollama_base_url.0))),
+        ProviderKind::Mock => boxed(Mock::new(MockConfig {
+            default_model: model.to_owned(),
+            latency: Duration::from_millis(config.mock_latency_ms),
+            fail: config.mock_fail,
+        })),
+    }
+}
+
+fn boxed<S>(service: S) -> ChatService
+where
+    S: Service<ChatRequest, Response = ChatResponse, Error = ProviderError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(service.map_err(BoxError::from))
+}
