@@ -17,6 +17,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
     tracing::info!(%addr, providers = ?order, "gateway listening");
     let app = stack::app(&config);

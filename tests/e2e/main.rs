@@ -1,0 +1,10 @@
+//! End-to-end tests: the real router over real HTTP, in front of fake
+//! upstreams that speak each provider's wire format.
+
+mod support;
+
+mod anthropic;
+mod api;
+mod ollama;
+mod openai;
+mod openrouter;

@@ -1,0 +1,149 @@
+//! The real `gateway` binary: start-up errors and graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn gateway() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+fn fails_with(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_missing_key_stops_start_up_naming_the_variable() {
+    let stderr = fails_with(&mut gateway());
+    assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
+    let stderr = fails_with(
+        gateway()
+            .env("LLM_PROVIDER", "mock")
+            .env("LLM_FALLBACKS", "anthropic"),
+    );
+    assert!(stderr.contains("ANTHROPIC_API_KEY"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_provider_or_a_malformed_number_stops_start_up() {
+    let stderr = fails_with(gateway().env("LLM_PROVIDER", "gemini"));
+    assert!(stderr.contains("LLM_PROVIDER"), "{stderr}");
+    let stderr = fails_with(
+        gateway()
+            .env("LLM_PROVIDER", "mock")
+            .env("LLM_FALLBACKS", "mock,gemini"),
+    );
+    assert!(
+        stderr.contains("LLM_FALLBACKS") && stderr.contains("gemini"),
+        "{stderr}"
+    );
+    let stderr = fails_with(
+        gateway()
+            .env("LLM_PROVIDER", "mock")
+            .env("GATEWAY_PORT", "80a"),
+    );
+    assert!(stderr.contains("GATEWAY_PORT"), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_variable() {
+    let output = gateway().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "GATEWAY_HOST",
+        "GATEWAY_PORT",
+        "LLM_PROVIDER",
+        "LLM_FALLBACKS",
+        "LLM_DEFAULT_MODEL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENROUTER_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_BASE_URL",
+        "OPENROUTER_BASE_URL",
+        "OLLAMA_BASE_URL",
+        "GATEWAY_MAX_BODY_BYTES",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing from --help"
+        );
+    }
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on a free port and waits for its "listening" log line.
+fn start(envs: &[(&str, &str)]) -> Running {
+    let child = gateway()
+        .envs(envs.iter().copied())
+        .env("GATEWAY_HOST", "127.0.0.1")
+        .env("GATEWAY_PORT", "0")
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running { child, port: 0 };
+    let mut lines = BufReader::new(running.child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if line["message"] == "gateway listening" {
+            let addr: std::net::SocketAddr = line["addr"].as_str().unwrap().parse().unwrap();
+            // Keep reading, so the gateway's later log lines have somewhere to go.
+            std::thread::spawn(move || lines.for_each(drop));
+            running.port = addr.port();
+            return running;
+        }
+    }
+    panic!("the gateway never said it was listening");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_then_exits() {
+    let mut gateway = start(&[("LLM_PROVIDER", "mock"), ("MOCK_LATENCY_MS", "1500")]);
+    let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let in_flight = runtime.spawn(async move {
+        let body =
+            serde_json::json!({"agent_id": "a", "messages": [{"role": "user", "content": "Hi"}]});
+        reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = gateway.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = runtime
+        .block_on(in_flight)
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(status, 200);
+    let exit = gateway.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
