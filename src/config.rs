@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,11 +12,7 @@ use clap::{builder::BoolishValueParser, Parser, ValueEnum};
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "gateway",
-    version,
-    about = "Chrysalis: one gateway for every LLM call"
-)]
+#[command(name = "gateway", version, about = "Chrysalis: one gateway for every LLM call")]
 pub struct Config {
     /// Bind address.
     #[arg(long, env = "GATEWAY_HOST", default_value = "0.0.0.0")]
@@ -59,6 +56,24 @@ pub struct Config {
     /// Sent to OpenRouter as `X-Title` (app attribution).
     #[arg(long, env = "OPENROUTER_APP_NAME")]
     pub openrouter_app_name: Option<HeaderText>,
+    /// Upstream timeout in ms: until the answer starts, then between stream chunks.
+    #[arg(long, env = "LLM_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_timeout_ms: u64,
+    /// Token bucket refill, requests a second.
+    #[arg(long, env = "GATEWAY_RATE_RPS", default_value_t = 10.0, value_parser = positive)]
+    pub gateway_rate_rps: f64,
+    /// Token bucket size: requests admitted at once.
+    #[arg(long, env = "GATEWAY_RATE_BURST", default_value = "20")]
+    pub gateway_rate_burst: NonZeroU32,
+    /// One bucket for everyone (`global`) or one per agent_id (`agent`).
+    #[arg(long, env = "GATEWAY_RATE_KEY", value_enum, default_value_t = RateKey::Global)]
+    pub gateway_rate_key: RateKey,
+    /// Consecutive provider faults that open its circuit.
+    #[arg(long, env = "CIRCUIT_FAILURE_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_failure_threshold: u32,
+    /// How long an open circuit waits before one probe, in ms.
+    #[arg(long, env = "CIRCUIT_RESET_TIME_MS", default_value_t = 60_000)]
+    pub circuit_reset_time_ms: u64,
     /// Mock provider: wait this long before every answer.
     #[arg(long, env = "MOCK_LATENCY_MS", default_value_t = 0)]
     pub mock_latency_ms: u64,
@@ -129,11 +144,8 @@ impl FromStr for ProviderKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        <Self as ValueEnum>::from_str(s.trim(), true).map_err(|_| {
-            format!(
-                "unknown provider `{s}` (expected openai, anthropic, openrouter, ollama or mock)"
-            )
-        })
+        <Self as ValueEnum>::from_str(s.trim(), true)
+            .map_err(|_| format!("unknown provider `{s}` (expected openai, anthropic, openrouter, ollama or mock)"))
     }
 }
 
@@ -161,9 +173,7 @@ impl FromStr for Fallbacks {
             .map(|item| {
                 // Only the first colon splits: OpenRouter models may hold colons (`:free`).
                 let (kind, model) = match item.split_once(':') {
-                    Some((kind, model)) if !model.trim().is_empty() => {
-                        (kind, Some(model.trim().to_owned()))
-                    }
+                    Some((kind, model)) if !model.trim().is_empty() => (kind, Some(model.trim().to_owned())),
                     Some((kind, _)) => (kind, None),
                     None => (item, None),
                 };
@@ -211,6 +221,22 @@ impl FromStr for HeaderText {
     }
 }
 
+/// What the rate limit's buckets are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateKey {
+    /// One bucket for all requests.
+    Global,
+    /// One bucket per agent_id.
+    Agent,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -245,11 +271,7 @@ impl Config {
             Err(e) if !e.use_stderr() => e.exit(),
             Err(e) => {
                 let text = e.to_string();
-                return Err(text
-                    .lines()
-                    .next()
-                    .unwrap_or("error: bad configuration")
-                    .to_owned());
+                return Err(text.lines().next().unwrap_or("error: bad configuration").to_owned());
             }
         };
         config.validate().map_err(|e| e.to_string())?;
@@ -292,6 +314,16 @@ impl Config {
         Ok(())
     }
 
+    /// The upstream timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.llm_timeout_ms)
+    }
+
+    /// How long an open circuit waits before a probe.
+    pub fn circuit_reset(&self) -> Duration {
+        Duration::from_millis(self.circuit_reset_time_ms)
+    }
+
     /// The grace period for in-flight work at shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.gateway_shutdown_grace_ms)
@@ -308,22 +340,16 @@ mod tests {
 
     #[test]
     fn fallbacks_pin_models_and_keep_colons_in_model_names() {
-        let fallbacks: Fallbacks = "anthropic:claude-3-5-haiku-latest, openrouter:meta-llama/llama-3.3-70b-instruct:free,ollama"
-            .parse()
-            .unwrap();
-        let kinds: Vec<_> = fallbacks
-            .0
-            .iter()
-            .map(|s| (s.kind, s.model.as_deref()))
-            .collect();
+        let fallbacks: Fallbacks =
+            "anthropic:claude-3-5-haiku-latest, openrouter:meta-llama/llama-3.3-70b-instruct:free,ollama"
+                .parse()
+                .unwrap();
+        let kinds: Vec<_> = fallbacks.0.iter().map(|s| (s.kind, s.model.as_deref())).collect();
         assert_eq!(
             kinds,
             [
                 (ProviderKind::Anthropic, Some("claude-3-5-haiku-latest")),
-                (
-                    ProviderKind::Openrouter,
-                    Some("meta-llama/llama-3.3-70b-instruct:free")
-                ),
+                (ProviderKind::Openrouter, Some("meta-llama/llama-3.3-70b-instruct:free")),
                 (ProviderKind::Ollama, None),
             ]
         );
@@ -345,17 +371,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        let error = parse(&["--gateway-port", "eighty"])
-            .unwrap_err()
-            .to_string();
+        let error = parse(&["--gateway-port", "eighty"]).unwrap_err().to_string();
         assert!(error.contains("GATEWAY_PORT"), "{error}");
-        let error = parse(&["--openai-base-url", "ftp://x"])
-            .unwrap_err()
-            .to_string();
+        let error = parse(&["--openai-base-url", "ftp://x"]).unwrap_err().to_string();
         assert!(error.contains("OPENAI_BASE_URL"), "{error}");
-        let error = parse(&["--llm-provider", "gemini"])
-            .unwrap_err()
-            .to_string();
+        let error = parse(&["--llm-provider", "gemini"]).unwrap_err().to_string();
         assert!(error.contains("LLM_PROVIDER"), "{error}");
     }
 }

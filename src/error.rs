@@ -3,9 +3,15 @@
 
 use std::error::Error as StdError;
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrysalis_middleware::circuit_breaker::error::Open;
+use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
+use chrysalis_middleware::rate_limit::error::RateLimited;
+use chrysalis_middleware::timeout::error::Elapsed;
 use chrysalis_services::{ErrorKind, ProviderError};
 use serde::Serialize;
 
@@ -49,6 +55,27 @@ impl From<&ProviderError> for Attempt {
     }
 }
 
+impl Attempt {
+    fn of(provider: &'static str, error: &(dyn StdError + 'static)) -> Self {
+        if let Some(error) = error.downcast_ref::<ProviderError>() {
+            return Self::from(error);
+        }
+        let kind = if error.is::<Elapsed>() {
+            "timeout"
+        } else if error.is::<Open>() {
+            "circuit_open"
+        } else {
+            "error"
+        };
+        Self {
+            provider,
+            error: kind,
+            status: None,
+            message: error.to_string(),
+        }
+    }
+}
+
 impl ApiError {
     /// An error with no retry hint and no attempts.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
@@ -72,16 +99,52 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
-    /// Any error the chat stack returns.
+    /// Any error the chat stack returns: the one place each becomes a status.
     pub fn from_error(error: &(dyn StdError + 'static)) -> Self {
-        match error.downcast_ref::<ProviderError>() {
-            Some(error) => Self::from_provider(error),
-            None => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                error.to_string(),
-            ),
+        let message = error.to_string();
+        if let Some(error) = error.downcast_ref::<ProviderError>() {
+            Self::from_provider(error)
+        } else if let Some(all) = error.downcast_ref::<AllFailed>() {
+            Self::all_failed(all, message)
+        } else if let Some(limited) = error.downcast_ref::<RateLimited>() {
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).retry_after(limited.retry_after)
+        } else if let Some(open) = error.downcast_ref::<AllOpen>() {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(open.retry_after)
+        } else if let Some(open) = error.downcast_ref::<Open>() {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(open.retry_after)
+        } else if error.is::<Elapsed>() {
+            Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
+        } else {
+            tracing::error!(error = %message, "unexpected error");
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
         }
+    }
+
+    /// 502 listing every attempt; 504 if every provider tried timed out.
+    fn all_failed(all: &AllFailed, message: String) -> Self {
+        let attempts: Vec<_> = all
+            .attempts
+            .iter()
+            .map(|a| Attempt::of(a.provider, &*a.error))
+            .collect();
+        let timed_out = attempts.iter().all(|a| a.error == "timeout");
+        let (status, kind) = if timed_out {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+        } else {
+            (StatusCode::BAD_GATEWAY, "upstream_error")
+        };
+        Self {
+            attempts,
+            ..Self::new(status, kind, message)
+        }
+    }
+
+    /// Tells the client to wait `wait`, in whole seconds rounded up.
+    #[must_use]
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// A provider's failure.
@@ -124,13 +187,7 @@ impl IntoResponse for ApiError {
         struct Body<'a> {
             error: ErrorDetail<'a>,
         }
-        let mut response = (
-            self.status,
-            Json(Body {
-                error: self.detail(),
-            }),
-        )
-            .into_response();
+        let mut response = (self.status, Json(Body { error: self.detail() })).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -147,10 +204,7 @@ mod tests {
     #[test]
     fn provider_errors_map_to_the_contract_statuses() {
         let timeout = ProviderError::new("openai", ErrorKind::Timeout);
-        assert_eq!(
-            ApiError::from_provider(&timeout).status,
-            StatusCode::GATEWAY_TIMEOUT
-        );
+        assert_eq!(ApiError::from_provider(&timeout).status, StatusCode::GATEWAY_TIMEOUT);
         let status = |status| {
             ProviderError::new(
                 "openai",

@@ -9,8 +9,7 @@ use chrysalis_services::openai::OpenAiCompatible;
 use chrysalis_services::openrouter::{self, Attribution};
 use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{
-    anthropic::Anthropic, http_client, ChatRequest, ChatResponse, HttpClient, ProviderConfig,
-    ProviderError,
+    anthropic::Anthropic, http_client, ChatRequest, ChatResponse, HttpClient, ProviderConfig, ProviderError,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
@@ -24,6 +23,8 @@ pub struct Provider {
     pub name: &'static str,
     /// The model it uses when the request does not pick one for it.
     pub model: String,
+    /// The model pinned for it as a fallback (`anthropic:claude-...`).
+    pub pinned: Option<String>,
     /// Its service, type-erased.
     pub service: ChatService,
 }
@@ -42,6 +43,7 @@ pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Vec<Provider> {
             Provider {
                 name: spec.kind.name(),
                 model,
+                pinned: spec.model,
                 service,
             }
         })
@@ -72,10 +74,7 @@ fn service(
                 site_url: config.openrouter_site_url.clone().map(|h| h.0),
                 app_name: config.openrouter_app_name.clone().map(|h| h.0),
             };
-            boxed(openrouter::service(
-                network(&config.openrouter_base_url.0),
-                attribution,
-            ))
+            boxed(openrouter::service(network(&config.openrouter_base_url.0), attribution))
         }
         ProviderKind::Ollama => boxed(Ollama::new(network(&config.ollama_base_url.0))),
         ProviderKind::Mock => boxed(Mock::new(MockConfig {
@@ -88,11 +87,7 @@ fn service(
 
 fn boxed<S>(service: S) -> ChatService
 where
-    S: Service<ChatRequest, Response = ChatResponse, Error = ProviderError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: Service<ChatRequest, Response = ChatResponse, Error = ProviderError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     BoxCloneSyncService::new(service.map_err(BoxError::from))

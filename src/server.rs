@@ -28,27 +28,17 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 /// Serves `app` until `shutdown` resolves, then waits for open requests and
 /// streams at most `grace` before returning.
-pub async fn serve<F>(
-    listener: TcpListener,
-    app: Router,
-    shutdown: F,
-    grace: Duration,
-) -> io::Result<()>
+pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, grace: Duration) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: no new connections"
-        );
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
     let deadline = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,
@@ -69,8 +59,7 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM can be handled");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be handled");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

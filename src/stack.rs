@@ -9,31 +9,90 @@
 use std::sync::Arc;
 
 use axum::Router;
+use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
+use chrysalis_middleware::failover::{Failover, Target};
+use chrysalis_middleware::rate_limit::RateLimitLayer;
+use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::util::BoxCloneSyncService;
-use tower::BoxError;
+use tower::{BoxError, ServiceBuilder};
 
-use crate::config::Config;
+use crate::config::{Config, RateKey};
 use crate::http::{self, AppState};
-use crate::providers;
+use crate::providers::{self, Provider};
 
 /// A chat service with its type erased: what every stage of the stack is boxed as.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
 
+/// The chat path, and handles on the state its layers keep.
+pub struct Chat {
+    /// The composed chat service.
+    pub service: ChatService,
+    /// Failover counts per provider.
+    pub failover: Failover<ChatService>,
+    /// Each provider's circuit, in failover order.
+    pub circuits: Vec<CircuitHandle>,
+}
+
 /// The gateway's HTTP application.
 pub fn app(config: &Config) -> Router {
+    let chat = chat(config);
     let state = AppState {
-        chat: chat(config),
+        chat: chat.service,
         max_body_bytes: config.gateway_max_body_bytes,
     };
     http::router(state)
 }
 
-/// The chat path.
-pub fn chat(config: &Config) -> ChatService {
+/// The chat path, outer to inner.
+pub fn chat(config: &Config) -> Chat {
     let prices = Arc::new(PriceTable::builtin());
-    let mut providers = providers::build(config, &prices);
-    // The primary serves; fallbacks are built (and their keys checked) for failover.
-    providers.swap_remove(0).service
+    let mut circuits = Vec::new();
+    let targets = providers::build(config, &prices)
+        .into_iter()
+        .enumerate()
+        .map(|(index, provider)| {
+            let breaker = CircuitBreakerLayer::new(provider.name)
+                .failure_threshold(config.circuit_failure_threshold)
+                .reset_after(config.circuit_reset());
+            circuits.push(breaker.handle());
+            target(index, provider, breaker, config)
+        })
+        .collect();
+    let failover = Failover::new(targets);
+    let service = ServiceBuilder::new()
+        // Refuse excess first, before anything is spent on it.
+        .layer(rate_limit(config))
+        // Try providers in order; a stream only until its first chunk.
+        .service(failover.clone());
+    Chat {
+        service: BoxCloneSyncService::new(service),
+        failover,
+        circuits,
+    }
+}
+
+/// One provider's own stack.
+fn target(index: usize, provider: Provider, breaker: CircuitBreakerLayer, config: &Config) -> Target<ChatService> {
+    let service = ServiceBuilder::new()
+        // A dead provider is skipped without a network call.
+        .layer(breaker)
+        // A silent or stalled upstream becomes a fault the breaker counts.
+        .layer(TimeoutLayer::new(config.timeout()))
+        .service(provider.service);
+    let service = BoxCloneSyncService::new(service);
+    match index {
+        0 => Target::primary(provider.name, service),
+        _ => Target::fallback(provider.name, provider.pinned, service),
+    }
+}
+
+fn rate_limit(config: &Config) -> RateLimitLayer {
+    let (rps, burst) = (config.gateway_rate_rps, config.gateway_rate_burst);
+    match config.gateway_rate_key {
+        RateKey::Global => RateLimitLayer::global(rps, burst),
+        RateKey::Agent => RateLimitLayer::per_agent(rps, burst),
+    }
+    .expect("the rate was checked when the configuration was parsed")
 }

@@ -24,11 +24,7 @@ fn fails_with(command: &mut Command) -> String {
 fn a_missing_key_stops_start_up_naming_the_variable() {
     let stderr = fails_with(&mut gateway());
     assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
-    let stderr = fails_with(
-        gateway()
-            .env("LLM_PROVIDER", "mock")
-            .env("LLM_FALLBACKS", "anthropic"),
-    );
+    let stderr = fails_with(gateway().env("LLM_PROVIDER", "mock").env("LLM_FALLBACKS", "anthropic"));
     assert!(stderr.contains("ANTHROPIC_API_KEY"), "{stderr}");
 }
 
@@ -45,11 +41,7 @@ fn an_unknown_provider_or_a_malformed_number_stops_start_up() {
         stderr.contains("LLM_FALLBACKS") && stderr.contains("gemini"),
         "{stderr}"
     );
-    let stderr = fails_with(
-        gateway()
-            .env("LLM_PROVIDER", "mock")
-            .env("GATEWAY_PORT", "80a"),
-    );
+    let stderr = fails_with(gateway().env("LLM_PROVIDER", "mock").env("GATEWAY_PORT", "80a"));
     assert!(stderr.contains("GATEWAY_PORT"), "{stderr}");
 }
 
@@ -123,8 +115,7 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let in_flight = runtime.spawn(async move {
-        let body =
-            serde_json::json!({"agent_id": "a", "messages": [{"role": "user", "content": "Hi"}]});
+        let body = serde_json::json!({"agent_id": "a", "messages": [{"role": "user", "content": "Hi"}]});
         reqwest::Client::new()
             .post(url)
             .json(&body)
@@ -134,11 +125,7 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     });
     std::thread::sleep(Duration::from_millis(400));
     let pid = gateway.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = runtime
         .block_on(in_flight)
         .unwrap()

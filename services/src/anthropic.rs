@@ -77,8 +77,7 @@ impl tower::Service<ChatRequest> for Anthropic {
 impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let body = serde_json::to_vec(&WireRequest::new(&model, &request))
-            .expect("a request always serialises");
+        let body = serde_json::to_vec(&WireRequest::new(&model, &request)).expect("a request always serialises");
         let mut http = self
             .config
             .client
@@ -97,11 +96,7 @@ impl Inner {
             http = http.header("x-api-key", value);
         }
         let response = self.config.send(NAME, http).await?;
-        let mut tally = Tally::new(
-            self.config.prices.clone(),
-            model.clone(),
-            request.prompt_chars(),
-        );
+        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = EventProtocol {
                 sse: SseParser::default(),
@@ -173,10 +168,7 @@ impl Protocol for EventProtocol {
             "message_stop" => out.push_back(Chunk::End(self.tally.end())),
             "error" => {
                 let error = event.error.unwrap_or_default();
-                return Err(ErrorKind::Upstream(format!(
-                    "{}: {}",
-                    error.kind, error.message
-                )));
+                return Err(ErrorKind::Upstream(format!("{}: {}", error.kind, error.message)));
             }
             // ping, content_block_start/stop, and event types added later.
             _ => {}
@@ -200,10 +192,8 @@ struct WireRequest<'a> {
 
 impl<'a> WireRequest<'a> {
     fn new(model: &'a str, request: &'a ChatRequest) -> Self {
-        let (system, messages): (Vec<&Message>, Vec<&Message>) = request
-            .messages
-            .iter()
-            .partition(|m| m.role == Role::System);
+        let (system, messages): (Vec<&Message>, Vec<&Message>) =
+            request.messages.iter().partition(|m| m.role == Role::System);
         let system = (!system.is_empty()).then(|| {
             system
                 .iter()

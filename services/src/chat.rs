@@ -120,6 +120,13 @@ impl Serialize for Usage {
     }
 }
 
+/// What layers learned about a call that the HTTP edge may tell the client.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseMeta {
+    /// The rate limit that admitted the call: (requests in a full bucket, left now).
+    pub rate_limit: Option<(u32, u32)>,
+}
+
 /// A whole answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -135,6 +142,8 @@ pub struct Completion {
     pub cost_usd: f64,
     /// Why generation stopped (`stop`, `length`, ...), when the upstream said.
     pub finish_reason: Option<String>,
+    /// What layers learned about the call.
+    pub meta: ResponseMeta,
 }
 
 /// The last chunk of a whole stream.
@@ -166,6 +175,8 @@ pub struct ChatStream {
     pub provider: &'static str,
     /// The model that serves it.
     pub model: String,
+    /// What layers learned about the call.
+    pub meta: ResponseMeta,
     chunks: ChunkStream,
 }
 
@@ -178,6 +189,7 @@ impl ChatStream {
         Self {
             provider,
             model,
+            meta: ResponseMeta::default(),
             chunks: Box::pin(chunks),
         }
     }
@@ -191,13 +203,16 @@ impl ChatStream {
         let Self {
             provider,
             model,
+            meta,
             chunks,
         } = self;
-        Self::new(provider, model, wrap(chunks))
+        let mut wrapped = Self::new(provider, model, wrap(chunks));
+        wrapped.meta = meta;
+        wrapped
     }
 
     /// Reads the stream to its end and joins it into one [`Completion`].
-    pub async fn collect(mut self) -> Result<Completion, ProviderError> {
+    pub async fn into_completion(mut self) -> Result<Completion, ProviderError> {
         let mut content = String::new();
         while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_next(cx)).await {
             match chunk? {
@@ -210,14 +225,12 @@ impl ChatStream {
                         usage: end.usage,
                         cost_usd: end.cost_usd,
                         finish_reason: end.finish_reason,
+                        meta: self.meta,
                     })
                 }
             }
         }
-        Err(ProviderError::cut(
-            self.provider,
-            "stream ended without its end",
-        ))
+        Err(ProviderError::cut(self.provider, "stream ended without its end"))
     }
 }
 
@@ -264,6 +277,14 @@ impl ChatResponse {
         }
     }
 
+    /// What layers learned about the call, for layers to add to.
+    pub fn meta_mut(&mut self) -> &mut ResponseMeta {
+        match self {
+            Self::Complete(c) => &mut c.meta,
+            Self::Stream(s) => &mut s.meta,
+        }
+    }
+
     /// The answer as a stream: a whole completion becomes one delta and its end.
     pub fn into_stream(self) -> ChatStream {
         match self {
@@ -275,7 +296,9 @@ impl ChatResponse {
                     finish_reason: c.finish_reason,
                 };
                 let chunks = [Ok(Chunk::Delta(c.content)), Ok(Chunk::End(end))];
-                ChatStream::new(c.provider, c.model, Replay::new(chunks))
+                let mut stream = ChatStream::new(c.provider, c.model, Replay::new(chunks));
+                stream.meta = c.meta;
+                stream
             }
         }
     }
@@ -284,7 +307,7 @@ impl ChatResponse {
     pub async fn into_completion(self) -> Result<Completion, ProviderError> {
         match self {
             Self::Complete(c) => Ok(c),
-            Self::Stream(s) => s.collect().await,
+            Self::Stream(s) => s.into_completion().await,
         }
     }
 }

@@ -107,21 +107,14 @@ impl ProviderConfig {
             .bytes()
             .await
             .map_err(|e| ProviderError::cut(provider, describe(&e)))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::new(provider, ErrorKind::Protocol(e.to_string())))
+        serde_json::from_slice(&body).map_err(|e| ProviderError::new(provider, ErrorKind::Protocol(e.to_string())))
     }
 
     /// Removes the key, and anything shaped like one, from an upstream's words.
     pub(crate) fn redact(&self, message: &str) -> String {
         let mut clean = message
             .split(' ')
-            .map(|word| {
-                if looks_like_key(word) {
-                    "[redacted]"
-                } else {
-                    word
-                }
-            })
+            .map(|word| if looks_like_key(word) { "[redacted]" } else { word })
             .collect::<Vec<_>>()
             .join(" ");
         if let Some(key) = self.api_key.as_deref().filter(|k| !k.is_empty()) {
@@ -206,10 +199,7 @@ mod tests {
     fn upstream_messages_are_found_in_every_shape() {
         let openai = br#"{"error":{"message":"Rate limit reached","type":"requests"}}"#;
         assert_eq!(upstream_message(openai), "Rate limit reached");
-        assert_eq!(
-            upstream_message(br#"{"error":"model not found"}"#),
-            "model not found"
-        );
+        assert_eq!(upstream_message(br#"{"error":"model not found"}"#), "model not found");
         assert_eq!(
             upstream_message(b"<html>502 Bad Gateway</html>"),
             "<html>502 Bad Gateway</html>"
@@ -220,8 +210,7 @@ mod tests {
     #[test]
     fn keys_never_survive_redaction() {
         let config = ProviderConfig::new("http://x", "m").api_key("secret-key-123");
-        let message =
-            config.redact("Incorrect API key provided: sk-proj-abcdef123456. Or secret-key-123");
+        let message = config.redact("Incorrect API key provided: sk-proj-abcdef123456. Or secret-key-123");
         assert!(!message.contains("sk-proj-abcdef123456"), "{message}");
         assert!(!message.contains("secret-key-123"), "{message}");
     }

@@ -32,8 +32,8 @@ mod tally;
 mod wire;
 
 pub use chat::{
-    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Message, Role,
-    StreamEnd, Usage,
+    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Message, ResponseMeta, Role, StreamEnd,
+    Usage,
 };
 pub use client::{http_client, ProviderConfig};
 pub use error::{ErrorKind, ProviderError};

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::chat::{
-    ChatRequest, ChatResponse, ChatStream, Chunk, Completion, Replay, StreamEnd, Usage,
-};
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Completion, Replay, StreamEnd, Usage};
 use crate::error::{ErrorKind, ProviderError};
 
 /// The provider's name in responses, metrics and errors.
@@ -80,23 +78,14 @@ impl tower::Service<ChatRequest> for Mock {
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let config = self.config.clone();
         Box::pin(async move {
-            let model = request
-                .model
-                .clone()
-                .unwrap_or_else(|| config.default_model.clone());
+            let model = request.model.clone().unwrap_or_else(|| config.default_model.clone());
             let latency = slow_ms(&model).map_or(config.latency, Duration::from_millis);
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
             if config.fail || model == "mock-fail" {
                 let message = "the mock provider was told to fail".to_owned();
-                return Err(ProviderError::new(
-                    NAME,
-                    ErrorKind::Status {
-                        status: 503,
-                        message,
-                    },
-                ));
+                return Err(ProviderError::new(NAME, ErrorKind::Status { status: 503, message }));
             }
             let answer = answer(&request);
             let end = StreamEnd {
@@ -110,10 +99,7 @@ impl tower::Service<ChatRequest> for Mock {
                 return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, stream)));
             }
             if cut {
-                return Err(ProviderError::cut(
-                    NAME,
-                    "the mock provider was told to cut",
-                ));
+                return Err(ProviderError::cut(NAME, "the mock provider was told to cut"));
             }
             Ok(ChatResponse::Complete(Completion {
                 content: answer,
@@ -122,6 +108,7 @@ impl tower::Service<ChatRequest> for Mock {
                 usage: end.usage,
                 cost_usd: 0.0,
                 finish_reason: end.finish_reason,
+                meta: Default::default(),
             }))
         })
     }
@@ -144,15 +131,10 @@ fn answer(request: &ChatRequest) -> String {
 
 /// The answer a word at a time, then its end (or, when cut, an error).
 fn word_stream(answer: &str, end: Option<StreamEnd>) -> Replay {
-    let words = answer
-        .split_inclusive(' ')
-        .map(|w| Ok(Chunk::Delta(w.to_owned())));
+    let words = answer.split_inclusive(' ').map(|w| Ok(Chunk::Delta(w.to_owned())));
     let last = match end {
         Some(end) => Ok(Chunk::End(end)),
-        None => Err(ProviderError::cut(
-            NAME,
-            "the mock provider was told to cut",
-        )),
+        None => Err(ProviderError::cut(NAME, "the mock provider was told to cut")),
     };
     Replay::new(words.chain([last]))
 }

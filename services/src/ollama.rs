@@ -86,11 +86,7 @@ impl Inner {
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("a request always serialises"));
         let response = self.config.send(NAME, http).await?;
-        let mut tally = Tally::new(
-            self.config.prices.clone(),
-            model.clone(),
-            request.prompt_chars(),
-        );
+        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         tally.local = true;
         if request.stream {
             let chunks = DecodeStream::new(NAME, response.bytes_stream(), LineProtocol { tally });
@@ -116,8 +112,7 @@ impl Protocol for LineProtocol {
         if line.trim().is_empty() {
             return Ok(());
         }
-        let wire: WireLine = serde_json::from_str(line)
-            .map_err(|e| ErrorKind::Protocol(format!("bad line ({e})")))?;
+        let wire: WireLine = serde_json::from_str(line).map_err(|e| ErrorKind::Protocol(format!("bad line ({e})")))?;
         if let Some(error) = wire.error {
             return Err(ErrorKind::Upstream(error));
         }

@@ -108,45 +108,27 @@ impl Inner {
             }
         }
         let response = self.config.send(self.provider, http).await?;
-        let mut tally = Tally::new(
-            self.config.prices.clone(),
-            model.clone(),
-            request.prompt_chars(),
-        );
+        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = ChunkProtocol {
                 sse: SseParser::default(),
                 tally,
             };
             let chunks = DecodeStream::new(self.provider, response.bytes_stream(), protocol);
-            return Ok(ChatResponse::Stream(ChatStream::new(
-                self.provider,
-                model,
-                chunks,
-            )));
+            return Ok(ChatResponse::Stream(ChatStream::new(self.provider, model, chunks)));
         }
         let wire: WireResponse = self.config.json(self.provider, response).await?;
         if let Some(error) = wire.error {
-            return Err(ProviderError::new(
-                self.provider,
-                ErrorKind::Upstream(error.message),
-            ));
+            return Err(ProviderError::new(self.provider, ErrorKind::Upstream(error.message)));
         }
         let choice = wire.choices.into_iter().next().ok_or_else(|| {
-            ProviderError::new(
-                self.provider,
-                ErrorKind::Protocol("the answer has no choices".into()),
-            )
+            ProviderError::new(self.provider, ErrorKind::Protocol("the answer has no choices".into()))
         })?;
         tally.served_by(wire.model.as_deref());
         tally.finish_reason = choice.finish_reason;
         tally.record(wire.usage);
         let content = choice.message.content.unwrap_or_default();
-        Ok(ChatResponse::Complete(tally.complete(
-            self.provider,
-            model,
-            content,
-        )))
+        Ok(ChatResponse::Complete(tally.complete(self.provider, model, content)))
     }
 
     fn body(&self, model: &str, request: &ChatRequest) -> Vec<u8> {
@@ -159,9 +141,7 @@ impl Inner {
             max_completion_tokens: request.max_tokens.filter(|_| !openrouter),
             max_tokens: request.max_tokens.filter(|_| openrouter),
             stream: request.stream,
-            stream_options: (request.stream && !openrouter).then_some(StreamOptions {
-                include_usage: true,
-            }),
+            stream_options: (request.stream && !openrouter).then_some(StreamOptions { include_usage: true }),
             usage: openrouter.then_some(UsageAccounting { include: true }),
         };
         serde_json::to_vec(&body).expect("a request always serialises")
@@ -195,8 +175,8 @@ impl Protocol for ChunkProtocol {
             out.push_back(Chunk::End(self.tally.end()));
             return Ok(());
         }
-        let chunk: WireChunk = serde_json::from_str(&event.data)
-            .map_err(|e| ErrorKind::Protocol(format!("bad chunk ({e})")))?;
+        let chunk: WireChunk =
+            serde_json::from_str(&event.data).map_err(|e| ErrorKind::Protocol(format!("bad chunk ({e})")))?;
         if let Some(error) = chunk.error {
             return Err(ErrorKind::Upstream(error.message));
         }

@@ -21,8 +21,7 @@ pub struct Price {
 impl Price {
     /// What `usage` costs at this price.
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_mtok
-            + usage.completion_tokens as f64 * self.output_per_mtok)
+        (usage.prompt_tokens as f64 * self.input_per_mtok + usage.completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
 }
@@ -91,13 +90,8 @@ impl PriceTable {
                 output_per_mtok: 0.0,
             });
         }
-        let bare = lower
-            .rsplit_once('/')
-            .map_or(lower.as_str(), |(_, name)| name);
-        let price = self
-            .prices
-            .get(bare)
-            .or_else(|| self.prices.get(family(bare)));
+        let bare = lower.rsplit_once('/').map_or(lower.as_str(), |(_, name)| name);
+        let price = self.prices.get(bare).or_else(|| self.prices.get(family(bare)));
         price.copied()
     }
 
@@ -108,15 +102,9 @@ impl PriceTable {
             return price.cost(usage);
         }
         self.unpriced_calls.fetch_add(1, Ordering::Relaxed);
-        let mut warned = self
-            .unpriced_warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut warned = self.unpriced_warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.len() < 1024 && warned.insert(model.to_owned()) {
-            tracing::warn!(
-                model,
-                "no price for this model: its calls are counted at $0"
-            );
+            tracing::warn!(model, "no price for this model: its calls are counted at $0");
         }
         0.0
     }
@@ -136,16 +124,7 @@ fn family(model: &str) -> &str {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let parts: Vec<&str> = model.rsplitn(4, '-').collect();
     match parts.as_slice() {
-        [d, m, y, base]
-            if y.len() == 4
-                && m.len() == 2
-                && d.len() == 2
-                && digits(y)
-                && digits(m)
-                && digits(d) =>
-        {
-            base
-        }
+        [d, m, y, base] if y.len() == 4 && m.len() == 2 && d.len() == 2 && digits(y) && digits(m) && digits(d) => base,
         [date, ..] if date.len() == 8 && digits(date) => &model[..model.len() - 9],
         _ => model,
     }
@@ -172,17 +151,8 @@ mod tests {
         let sonnet = table.lookup("claude-sonnet-4").unwrap();
         assert_eq!(table.lookup("claude-sonnet-4-20250514"), Some(sonnet));
         assert_eq!(table.lookup("anthropic/claude-sonnet-4"), Some(sonnet));
-        assert_eq!(
-            table
-                .lookup("claude-3-5-haiku-latest")
-                .unwrap()
-                .input_per_mtok,
-            0.80
-        );
-        assert_eq!(
-            table.lookup("gpt-4o-2024-08-06").unwrap().output_per_mtok,
-            10.00
-        );
+        assert_eq!(table.lookup("claude-3-5-haiku-latest").unwrap().input_per_mtok, 0.80);
+        assert_eq!(table.lookup("gpt-4o-2024-08-06").unwrap().output_per_mtok, 10.00);
     }
 
     #[test]
@@ -192,10 +162,7 @@ mod tests {
         assert!((cost - 0.75).abs() < 1e-12, "{cost}");
         let cost = table.cost("claude-opus-4-20250514", usage(1000, 100));
         assert!((cost - (0.015 + 0.0075)).abs() < 1e-12, "{cost}");
-        assert_eq!(
-            table.cost("meta-llama/llama-3.3-70b-instruct:free", usage(10, 10)),
-            0.0
-        );
+        assert_eq!(table.cost("meta-llama/llama-3.3-70b-instruct:free", usage(10, 10)), 0.0);
     }
 
     #[test]
@@ -217,12 +184,6 @@ mod tests {
                 output_per_mtok: 2.0,
             },
         );
-        assert_eq!(
-            table
-                .lookup("gpt-4o-mini-2024-07-18")
-                .unwrap()
-                .output_per_mtok,
-            2.0
-        );
+        assert_eq!(table.lookup("gpt-4o-mini-2024-07-18").unwrap().output_per_mtok, 2.0);
     }
 }

@@ -38,9 +38,7 @@ impl Tally {
     /// Prices by the model the upstream says served the call.
     pub(crate) fn served_by(&mut self, model: Option<&str>) {
         match model {
-            Some(model) if !model.is_empty() && model != self.model => {
-                model.clone_into(&mut self.model)
-            }
+            Some(model) if !model.is_empty() && model != self.model => model.clone_into(&mut self.model),
             _ => {}
         }
     }
@@ -60,10 +58,7 @@ impl Tally {
             .unwrap_or_else(|| Usage::estimate(self.prompt_chars, self.completion_chars));
         let cost_usd = match self.reported_cost {
             Some(cost) => cost,
-            None if self.local => self
-                .prices
-                .lookup(&self.model)
-                .map_or(0.0, |p| p.cost(usage)),
+            None if self.local => self.prices.lookup(&self.model).map_or(0.0, |p| p.cost(usage)),
             None => self.prices.cost(&self.model, usage),
         };
         StreamEnd {
@@ -75,12 +70,7 @@ impl Tally {
 
     /// A whole answer of `content` from `model` (as requested), priced by the
     /// model the upstream reported.
-    pub(crate) fn complete(
-        mut self,
-        provider: &'static str,
-        model: String,
-        content: String,
-    ) -> Completion {
+    pub(crate) fn complete(mut self, provider: &'static str, model: String, content: String) -> Completion {
         self.completion_chars = content.len();
         let end = self.end();
         Completion {
@@ -90,6 +80,7 @@ impl Tally {
             usage: end.usage,
             cost_usd: end.cost_usd,
             finish_reason: end.finish_reason,
+            meta: Default::default(),
         }
     }
 }

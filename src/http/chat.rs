@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_services::{ChatRequest, ChatStream, Completion, Message, Usage};
+use chrysalis_services::{ChatRequest, ChatStream, Completion, Message, ResponseMeta, Usage};
 use futures_core::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
@@ -22,11 +22,10 @@ use crate::error::ApiError;
 
 /// The cost of a complete answer, for clients that read headers only.
 const COST_HEADER: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
+const LIMIT_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 
-pub(super) async fn complete(
-    State(state): State<AppState>,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn complete(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let request = read_request(body, state.max_body_bytes, false).await?;
     let response = state
         .chat
@@ -40,10 +39,7 @@ pub(super) async fn complete(
     Ok(completion_response(&completion))
 }
 
-pub(super) async fn stream(
-    State(state): State<AppState>,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn stream(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let request = read_request(body, state.max_body_bytes, true).await?;
     let response = state
         .chat
@@ -57,10 +53,13 @@ pub(super) async fn stream(
         Some(Err(e)) => return Err(ApiError::from_provider(&e)),
         first => first,
     };
+    let meta = chunks.meta;
     let frames = SseFrames::new(first, chunks);
-    Ok(Sse::new(frames)
+    let mut response = Sse::new(frames)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response();
+    meta_headers(meta, response.headers_mut());
+    Ok(response)
 }
 
 async fn next(stream: &mut ChatStream) -> Option<<ChatStream as Stream>::Item> {
@@ -87,7 +86,16 @@ fn completion_response(completion: &Completion) -> Response {
     if let Ok(cost) = HeaderValue::try_from(completion.cost_usd.to_string()) {
         response.headers_mut().insert(COST_HEADER, cost);
     }
+    meta_headers(completion.meta, response.headers_mut());
     response
+}
+
+/// What the layers learned, as OpenAI-style headers.
+fn meta_headers(meta: ResponseMeta, headers: &mut HeaderMap) {
+    if let Some((limit, remaining)) = meta.rate_limit {
+        headers.insert(LIMIT_HEADER, HeaderValue::from(limit));
+        headers.insert(REMAINING_HEADER, HeaderValue::from(remaining));
+    }
 }
 
 /// The body of both chat routes.
@@ -111,14 +119,10 @@ async fn read_request(body: Body, limit: usize, stream: bool) -> Result<ChatRequ
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
-        Err(e) => {
-            return Err(ApiError::invalid_request(format!(
-                "could not read the body: {e}"
-            )))
-        }
+        Err(e) => return Err(ApiError::invalid_request(format!("could not read the body: {e}"))),
     };
-    let body: ChatBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
+    let body: ChatBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
     body.into_request(stream)
 }
 
@@ -128,15 +132,11 @@ impl ChatBody {
             return Err(ApiError::invalid_request("`agent_id` must not be empty"));
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid_request(
-                "`messages` must hold at least one message",
-            ));
+            return Err(ApiError::invalid_request("`messages` must hold at least one message"));
         }
         if let Some(t) = self.temperature {
             if !(0.0..=2.0).contains(&t) {
-                return Err(ApiError::invalid_request(
-                    "`temperature` must be between 0 and 2",
-                ));
+                return Err(ApiError::invalid_request("`temperature` must be between 0 and 2"));
             }
         }
         if self.max_tokens == Some(0) {

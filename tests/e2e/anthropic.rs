@@ -49,10 +49,7 @@ fn start_and_deltas(parts: &[&str]) -> String {
 }
 
 fn ending() -> String {
-    let mut body = event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    );
+    let mut body = event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
     body.push_str(&event(
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
@@ -90,10 +87,7 @@ async fn a_complete_call_sends_system_on_top_and_always_max_tokens() {
     assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
     assert!(sent.header("authorization").is_none());
     assert_eq!(sent.body["system"], "You are helpful.");
-    assert_eq!(
-        sent.body["messages"],
-        json!([{"role": "user", "content": "Hello"}])
-    );
+    assert_eq!(sent.body["messages"], json!([{"role": "user", "content": "Hello"}]));
     assert_eq!(sent.body["max_tokens"], 4096);
 }
 
@@ -106,10 +100,7 @@ async fn a_stream_of_typed_events_split_across_reads_arrives_whole() {
     assert_close(cost, haiku(25.0, 15.0));
     let sent = fake.last();
     assert_eq!(
-        (
-            sent.body["stream"].as_bool(),
-            sent.body["max_tokens"].as_u64()
-        ),
+        (sent.body["stream"].as_bool(), sent.body["max_tokens"].as_u64()),
         (Some(true), Some(256))
     );
 }
@@ -135,10 +126,7 @@ async fn an_error_event_mid_stream_ends_with_an_error_frame() {
     let fake = FakeUpstream::always(Reply::sse(&body, 33)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     let message = assert_cut(&frames, "Hel");
-    assert!(
-        message.contains("overloaded_error: Overloaded"),
-        "{message}"
-    );
+    assert!(message.contains("overloaded_error: Overloaded"), "{message}");
 }
 
 #[tokio::test]
@@ -151,24 +139,16 @@ async fn a_stream_cut_before_message_stop_is_an_error() {
 
 #[tokio::test]
 async fn overloaded_529_and_non_json_5xx_are_502s() {
-    let overloaded =
-        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+    let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
     let fake = FakeUpstream::always(Reply::json(529, overloaded)).await;
     let (status, body) = gateway(&fake).await.chat(hello(None)).await;
     assert_eq!(
-        (
-            status.as_u16(),
-            body["error"]["attempts"][0]["status"].as_u64()
-        ),
+        (status.as_u16(), body["error"]["attempts"][0]["status"].as_u64()),
         (502, Some(529))
     );
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Overloaded"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("Overloaded"));
 
-    let fake =
-        FakeUpstream::always(Reply::whole(503, "text/plain", "upstream connect error")).await;
+    let fake = FakeUpstream::always(Reply::whole(503, "text/plain", "upstream connect error")).await;
     match gateway(&fake).await.stream(hello(None)).await {
         Streamed::Error(status, body) => {
             assert_eq!(status, 502);
@@ -187,10 +167,7 @@ async fn a_429_is_reported_with_its_status() {
     let fake = FakeUpstream::always(Reply::json(429, limited)).await;
     let (status, body) = gateway(&fake).await.chat(hello(None)).await;
     assert_eq!(
-        (
-            status.as_u16(),
-            body["error"]["attempts"][0]["status"].as_u64()
-        ),
+        (status.as_u16(), body["error"]["attempts"][0]["status"].as_u64()),
         (502, Some(429))
     );
 }

@@ -13,10 +13,7 @@ async fn the_mock_answers_and_streams_without_keys() {
     let gateway = mock().await;
     let (status, body) = gateway.chat(hello(None)).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        body["content"],
-        "Hello from the mock provider! You said: Hello"
-    );
+    assert_eq!(body["content"], "Hello from the mock provider! You said: Hello");
     assert_eq!(
         (body["provider"].as_str(), body["model"].as_str()),
         (Some("mock"), Some("mock-1"))
@@ -47,10 +44,7 @@ async fn bad_requests_get_a_clear_400() {
     let cases: [(Value, &str); 8] = [
         (json!({"messages": user}), "agent_id"),
         (json!({"agent_id": "a"}), "messages"),
-        (
-            json!({"agent_id": "a", "messages": []}),
-            "at least one message",
-        ),
+        (json!({"agent_id": "a", "messages": []}), "at least one message"),
         (
             json!({"agent_id": "a", "messages": [{"role": "bot", "content": "Hi"}]}),
             "unknown variant `bot`",
@@ -79,20 +73,14 @@ async fn bad_requests_get_a_clear_400() {
             assert!(message.contains(expected), "{body}: {message}");
         }
     }
-    let response = gateway
-        .post("/v1/chat")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.post("/v1/chat").body("{not json").send().await.unwrap();
     assert_eq!(response.status(), 400);
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_a_413_and_the_gateway_still_serves() {
     let gateway = mock().await;
-    let big =
-        json!({"agent_id": "a", "messages": [{"role": "user", "content": "x".repeat(10_000)}]});
+    let big = json!({"agent_id": "a", "messages": [{"role": "user", "content": "x".repeat(10_000)}]});
     let response = gateway.post("/v1/chat").json(&big).send().await.unwrap();
     assert_eq!(response.status(), 413);
     let error: Value = response.json().await.unwrap();
@@ -108,10 +96,7 @@ async fn health_and_unknown_routes_answer_json() {
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
     let missing = gateway.get("/v1/nothing").send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(
-        missing.json::<Value>().await.unwrap()["error"]["type"],
-        "not_found"
-    );
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["type"], "not_found");
     let wrong_method = gateway.get("/v1/chat").send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
 }

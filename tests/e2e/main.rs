@@ -8,3 +8,4 @@ mod api;
 mod ollama;
 mod openai;
 mod openrouter;
+mod resilience;

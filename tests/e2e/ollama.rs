@@ -42,10 +42,7 @@ async fn a_complete_call_asks_for_no_stream_and_counts_tokens() {
     assert_eq!(sent.body["stream"], false);
     assert_eq!(sent.body["model"], "llama3.2");
     assert_eq!(sent.body["options"]["num_predict"], 256);
-    assert_eq!(
-        sent.body["messages"][1],
-        json!({"role": "user", "content": "Hello"})
-    );
+    assert_eq!(sent.body["messages"][1], json!({"role": "user", "content": "Hello"}));
 }
 
 #[tokio::test]
@@ -59,8 +56,7 @@ async fn ndjson_split_across_reads_and_a_last_line_without_newline_arrive_whole(
 
 #[tokio::test]
 async fn an_error_line_mid_stream_ends_with_an_error_frame() {
-    let body =
-        line("Hel") + "{\"error\":\"an unknown error was encountered while running the model\"}\n";
+    let body = line("Hel") + "{\"error\":\"an unknown error was encountered while running the model\"}\n";
     let fake = FakeUpstream::always(Reply::pieces("application/x-ndjson", &body, 11)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     let message = assert_cut(&frames, "Hel");
@@ -70,10 +66,7 @@ async fn an_error_line_mid_stream_ends_with_an_error_frame() {
 #[tokio::test]
 async fn a_stream_without_done_is_an_error() {
     let body = line("Hel") + &line("lo");
-    let fake = FakeUpstream::always(
-        Reply::pieces("application/x-ndjson", &body, 20).framing(Framing::Close),
-    )
-    .await;
+    let fake = FakeUpstream::always(Reply::pieces("application/x-ndjson", &body, 20).framing(Framing::Close)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     assert_cut(&frames, "Hello");
 }

@@ -61,12 +61,7 @@ const COST_15_8: f64 = (15.0 * 0.15 + 8.0 * 0.60) / 1e6;
 async fn a_complete_call_is_priced_and_sent_in_openai_format() {
     let fake = FakeUpstream::always(Reply::json(200, completion("Hello! How can I help?"))).await;
     let gateway = gateway(&fake).await;
-    let response = gateway
-        .post("/v1/chat")
-        .json(&hello(None))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.post("/v1/chat").json(&hello(None)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let cost_header: f64 = response.headers()["x-gateway-cost-usd"]
         .to_str()
@@ -88,10 +83,7 @@ async fn a_complete_call_is_priced_and_sent_in_openai_format() {
 
     let sent = fake.last();
     assert_eq!(sent.path, "/v1/chat/completions");
-    assert_eq!(
-        sent.header("authorization"),
-        Some(format!("Bearer {KEY}").as_str())
-    );
+    assert_eq!(sent.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
     assert_eq!(sent.body["model"], "gpt-4o-mini");
     assert_eq!(
         sent.body["messages"][0],
@@ -126,9 +118,7 @@ async fn a_stream_split_across_reads_with_crlf_arrives_whole() {
 #[tokio::test]
 async fn an_error_event_mid_stream_ends_with_an_error_frame() {
     let mut body = stream_body(&["Hel"]);
-    body.push_str(
-        "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n",
-    );
+    body.push_str("data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n");
     let fake = FakeUpstream::always(Reply::sse(&body, 64)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     let message = assert_cut(&frames, "Hel");
@@ -149,8 +139,7 @@ async fn a_stream_cut_before_done_is_an_error_not_a_success() {
 
 #[tokio::test]
 async fn a_non_json_5xx_is_a_502_on_both_endpoints() {
-    let fake =
-        FakeUpstream::always(Reply::whole(502, "text/html", "<html>Bad Gateway</html>")).await;
+    let fake = FakeUpstream::always(Reply::whole(502, "text/html", "<html>Bad Gateway</html>")).await;
     let gateway = gateway(&fake).await;
     let (status, body) = gateway.chat(hello(None)).await;
     assert_eq!(status, 502);
@@ -180,10 +169,7 @@ async fn a_429_keeps_the_upstream_status_and_message() {
         (attempt["provider"].as_str(), attempt["status"].as_u64()),
         (Some("openai"), Some(429))
     );
-    assert!(attempt["message"]
-        .as_str()
-        .unwrap()
-        .contains("Rate limit reached"));
+    assert!(attempt["message"].as_str().unwrap().contains("Rate limit reached"));
 }
 
 #[tokio::test]
@@ -193,10 +179,7 @@ async fn an_upstream_bad_request_is_the_clients_400() {
     let (status, body) = gateway(&fake).await.chat(hello(Some("gpt-9"))).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("does not exist"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("does not exist"));
 }
 
 #[tokio::test]
@@ -204,12 +187,7 @@ async fn the_key_never_appears_in_an_error() {
     let echo = format!("Incorrect API key provided: {KEY}. You can find your API key at ...");
     let fake = FakeUpstream::always(Reply::json(401, json!({"error": {"message": echo}}))).await;
     let gateway = gateway(&fake).await;
-    let response = gateway
-        .post("/v1/chat")
-        .json(&hello(None))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.post("/v1/chat").json(&hello(None)).send().await.unwrap();
     assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();
     assert!(text.contains("Incorrect API key provided"), "{text}");

@@ -56,10 +56,7 @@ async fn the_upstreams_reported_cost_wins_and_attribution_is_sent() {
 
     let sent = fake.last();
     assert_eq!(sent.path, "/api/v1/chat/completions");
-    assert_eq!(
-        sent.header("authorization"),
-        Some(format!("Bearer {KEY}").as_str())
-    );
+    assert_eq!(sent.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
     assert_eq!(sent.header("http-referer"), Some("https://example.com"));
     assert_eq!(sent.header("x-title"), Some("Chrysalis tests"));
     assert_eq!(sent.body["usage"], json!({"include": true}));
@@ -110,16 +107,12 @@ async fn a_mid_stream_error_chunk_ends_with_an_error_frame() {
     let fake = FakeUpstream::always(Reply::sse(&body, 16)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     let message = assert_cut(&frames, "Hel");
-    assert!(
-        message.contains("Provider disconnected unexpectedly"),
-        "{message}"
-    );
+    assert!(message.contains("Provider disconnected unexpectedly"), "{message}");
 }
 
 #[tokio::test]
 async fn a_stream_cut_before_done_is_an_error() {
-    let body =
-        String::from(": OPENROUTER PROCESSING\n\n") + &chunk(json!({"content": "Hel"}), None);
+    let body = String::from(": OPENROUTER PROCESSING\n\n") + &chunk(json!({"content": "Hel"}), None);
     let fake = FakeUpstream::always(Reply::sse(&body, 10).framing(Framing::ChunkedCut)).await;
     let frames = gateway(&fake).await.stream(hello(None)).await.frames();
     assert_cut(&frames, "Hel");
@@ -131,10 +124,7 @@ async fn a_402_out_of_credits_and_a_non_json_5xx_are_502s() {
     let fake = FakeUpstream::always(Reply::json(402, credits)).await;
     let (status, body) = gateway(&fake).await.chat(hello(None)).await;
     assert_eq!(
-        (
-            status.as_u16(),
-            body["error"]["attempts"][0]["status"].as_u64()
-        ),
+        (status.as_u16(), body["error"]["attempts"][0]["status"].as_u64()),
         (502, Some(402))
     );
 

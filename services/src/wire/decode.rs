@@ -91,10 +91,7 @@ where
                         this.lines.push(&bytes);
                         Ok(())
                     }
-                    Some(Err(e)) => Err(ErrorKind::Cut(format!(
-                        "the connection broke: {}",
-                        describe(&e)
-                    ))),
+                    Some(Err(e)) => Err(ErrorKind::Cut(format!("the connection broke: {}", describe(&e)))),
                     None => {
                         *this.state = State::BodyEnded;
                         // A last line without its line end, then the blank

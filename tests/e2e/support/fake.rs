@@ -47,6 +47,8 @@ pub struct Reply {
     pub framing: Framing,
     /// Wait before answering at all.
     pub delay: Duration,
+    /// Stop sending (but keep the connection open) after this many parts.
+    pub stall_after: Option<usize>,
 }
 
 impl Reply {
@@ -61,6 +63,7 @@ impl Reply {
             parts: vec![body.into().into_bytes()],
             framing: Framing::Length,
             delay: Duration::ZERO,
+            stall_after: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl Reply {
             parts: body.as_bytes().chunks(size).map(<[u8]>::to_vec).collect(),
             framing: Framing::Chunked,
             delay: Duration::ZERO,
+            stall_after: None,
         }
     }
 
@@ -81,6 +85,16 @@ impl Reply {
 
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn stall_after(mut self, parts: usize) -> Self {
+        self.stall_after = Some(parts);
         self
     }
 }
@@ -125,11 +139,7 @@ impl FakeUpstream {
     }
 }
 
-async fn serve(
-    mut socket: TcpStream,
-    handler: &Handler,
-    recorded: &Mutex<Vec<Recorded>>,
-) -> std::io::Result<()> {
+async fn serve(mut socket: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let request = read_request(&mut socket).await?;
     let reply = handler(&request);
@@ -150,11 +160,13 @@ async fn serve(
     head.push_str("\r\n");
     socket.write_all(head.as_bytes()).await?;
     let chunked = matches!(reply.framing, Framing::Chunked | Framing::ChunkedCut);
-    for part in &reply.parts {
+    for (i, part) in reply.parts.iter().enumerate() {
+        if reply.stall_after == Some(i) {
+            // Bounded: the gateway under test gives up long before.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
         if chunked {
-            socket
-                .write_all(format!("{:x}\r\n", part.len()).as_bytes())
-                .await?;
+            socket.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await?;
             socket.write_all(part).await?;
             socket.write_all(b"\r\n").await?;
         } else {
@@ -185,13 +197,7 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let path = lines
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("")
-        .to_owned();
+    let path = lines.next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_owned();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -210,9 +216,5 @@ async fn read_request(socket: &mut TcpStream) -> std::io::Result<Recorded> {
         body.extend_from_slice(&chunk[..n]);
     }
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok(Recorded {
-        path,
-        headers,
-        body,
-    })
+    Ok(Recorded { path, headers, body })
 }

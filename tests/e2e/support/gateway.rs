@@ -28,10 +28,7 @@ impl Streamed {
 
     /// The text of all delta frames.
     pub fn text(frames: &[Value]) -> String {
-        frames
-            .iter()
-            .filter_map(|f| f["content"].as_str())
-            .collect()
+        frames.iter().filter_map(|f| f["content"].as_str()).collect()
     }
 }
 
@@ -65,12 +62,7 @@ impl Gateway {
     }
 
     pub async fn stream(&self, body: Value) -> Streamed {
-        let response = self
-            .post("/v1/chat/stream")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = self.post("/v1/chat/stream").json(&body).send().await.unwrap();
         let status = response.status();
         let is_sse = response
             .headers()
@@ -81,11 +73,7 @@ impl Gateway {
         }
         assert_eq!(status, StatusCode::OK);
         let text = response.text().await.unwrap();
-        Streamed::Frames(
-            sse_data(&text)
-                .map(|d| serde_json::from_str(d).unwrap())
-                .collect(),
-        )
+        Streamed::Frames(sse_data(&text).map(|d| serde_json::from_str(d).unwrap()).collect())
     }
 }
 
@@ -127,10 +115,7 @@ pub fn assert_cut(frames: &[Value], text: &str) -> String {
     assert_eq!(Streamed::text(frames), text, "{frames:?}");
     let last = frames.last().unwrap();
     assert_eq!(last["done"], true, "{last}");
-    assert!(
-        last.get("usage").is_none(),
-        "a cut stream must not look whole: {last}"
-    );
+    assert!(last.get("usage").is_none(), "a cut stream must not look whole: {last}");
     assert_eq!(last["error"]["type"], "upstream_error", "{last}");
     last["error"]["message"].as_str().unwrap().to_owned()
 }

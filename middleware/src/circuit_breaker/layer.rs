@@ -1,0 +1,105 @@
+//! The layer (configuration and the shared state) and the service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrysalis_services::{ChatRequest, ChatResponse};
+use tower::{BoxError, Layer, Service};
+
+use super::future::ResponseFuture;
+use super::state::{Breaker, CircuitHandle};
+
+/// Wraps a provider in a circuit breaker. Every service made by one layer
+/// shares one circuit.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerLayer {
+    breaker: Arc<Breaker>,
+}
+
+impl CircuitBreakerLayer {
+    /// A circuit for `provider`: opens after 3 faults in a row, probes after 60 s.
+    pub fn new(provider: &'static str) -> Self {
+        Self {
+            breaker: Arc::new(Breaker::new(provider, 3, Duration::from_secs(60))),
+        }
+    }
+
+    /// Consecutive faults that open the circuit (at least 1).
+    pub fn failure_threshold(self, threshold: u32) -> Self {
+        let reset = self.breaker.reset;
+        Self {
+            breaker: Arc::new(Breaker::new(self.breaker.provider, threshold.max(1), reset)),
+        }
+    }
+
+    /// How long the circuit stays open before one probe goes through.
+    pub fn reset_after(self, reset: Duration) -> Self {
+        let threshold = self.breaker.threshold;
+        Self {
+            breaker: Arc::new(Breaker::new(self.breaker.provider, threshold, reset)),
+        }
+    }
+
+    /// Reads the circuit's state.
+    pub fn handle(&self) -> CircuitHandle {
+        CircuitHandle(self.breaker.clone())
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> CircuitBreaker<S> {
+        CircuitBreaker {
+            inner,
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// A provider behind a circuit breaker.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    breaker: Arc<Breaker>,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<ChatRequest> for CircuitBreaker<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Response = ChatResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        match self.breaker.admit() {
+            Ok(ticket) => ResponseFuture::called(self.inner.call(request), ticket),
+            Err(open) => ResponseFuture::refused(open),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The buckets: one for everyone, or one per agent with a bounded agent count.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::Clock;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use super::clock::TokioClock;
+use super::error::{InvalidRate, RateLimited};
+
+type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+
+/// Agents tracked at most; agents beyond share one overflow bucket.
+pub(super) const MAX_AGENTS: usize = 10_000;
+/// Every this many new agents, agents whose bucket is full again are forgotten.
+const SWEEP_EVERY: u64 = 1024;
+
+#[derive(Debug)]
+pub(super) struct Limiter {
+    buckets: Buckets,
+    quota: Quota,
+    clock: TokioClock,
+}
+
+#[derive(Debug)]
+enum Buckets {
+    Global(Bucket),
+    PerAgent {
+        agents: DashMap<Arc<str>, AgentBucket>,
+        overflow: Bucket,
+        new_agents: AtomicU64,
+    },
+}
+
+#[derive(Debug)]
+struct AgentBucket {
+    bucket: Bucket,
+    /// Nanoseconds on the limiter's clock.
+    last_seen: AtomicU64,
+}
+
+impl Limiter {
+    pub(super) fn global(per_second: f64, burst: NonZeroU32) -> Result<Self, InvalidRate> {
+        let quota = quota(per_second, burst)?;
+        let clock = TokioClock::default();
+        Ok(Self {
+            buckets: Buckets::Global(bucket(quota, &clock)),
+            quota,
+            clock,
+        })
+    }
+
+    pub(super) fn per_agent(per_second: f64, burst: NonZeroU32) -> Result<Self, InvalidRate> {
+        let quota = quota(per_second, burst)?;
+        let clock = TokioClock::default();
+        Ok(Self {
+            buckets: Buckets::PerAgent {
+                agents: DashMap::new(),
+                overflow: bucket(quota, &clock),
+                new_agents: AtomicU64::new(0),
+            },
+            quota,
+            clock,
+        })
+    }
+
+    /// Takes a token for `agent`: `(bucket size, tokens left)`, or how long to wait.
+    pub(super) fn check(&self, agent: &Arc<str>) -> Result<(u32, u32), RateLimited> {
+        let outcome = match &self.buckets {
+            Buckets::Global(bucket) => bucket.check(),
+            Buckets::PerAgent {
+                agents,
+                overflow,
+                new_agents,
+            } => {
+                let now = self.clock.now();
+                if let Some(known) = agents.get(agent) {
+                    known.last_seen.store(nanos(now), Ordering::Relaxed);
+                    known.bucket.check()
+                } else {
+                    if new_agents.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 || agents.len() >= MAX_AGENTS {
+                        self.forget_idle(agents, now);
+                    }
+                    if agents.len() >= MAX_AGENTS {
+                        overflow.check()
+                    } else {
+                        let entry = agents.entry(agent.clone()).or_insert_with(|| AgentBucket {
+                            bucket: bucket(self.quota, &self.clock),
+                            last_seen: AtomicU64::new(nanos(now)),
+                        });
+                        entry.bucket.check()
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(snapshot) => Ok((self.quota.burst_size().get(), snapshot.remaining_burst_capacity())),
+            Err(not_until) => Err(RateLimited {
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            }),
+        }
+    }
+
+    /// Drops agents idle long enough for their bucket to be full again:
+    /// forgetting them changes nothing they could notice.
+    fn forget_idle(&self, agents: &DashMap<Arc<str>, AgentBucket>, now: Duration) {
+        let refill = self.quota.replenish_interval() * self.quota.burst_size().get();
+        let cutoff = nanos(now.saturating_sub(refill));
+        agents.retain(|_, agent| agent.last_seen.load(Ordering::Relaxed) > cutoff);
+    }
+
+    #[cfg(test)]
+    pub(super) fn agents(&self) -> usize {
+        match &self.buckets {
+            Buckets::Global(_) => 1,
+            Buckets::PerAgent { agents, .. } => agents.len(),
+        }
+    }
+}
+
+fn bucket(quota: Quota, clock: &TokioClock) -> Bucket {
+    RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware::<StateInformationMiddleware>()
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn quota(per_second: f64, burst: NonZeroU32) -> Result<Quota, InvalidRate> {
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return Err(InvalidRate(per_second));
+    }
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let quota = Quota::with_period(period).ok_or(InvalidRate(per_second))?;
+    Ok(quota.allow_burst(burst))
+}

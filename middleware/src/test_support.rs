@@ -1,0 +1,135 @@
+//! A scripted provider for layer tests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrysalis_services::{
+    ChatRequest, ChatResponse, ChatStream, Chunk, Completion, ErrorKind, Message, ProviderError, Role, StreamEnd, Usage,
+};
+use futures_util::stream;
+
+/// What the scripted provider does on a call.
+#[derive(Clone, Debug)]
+pub enum Act {
+    Answer,
+    Fail(u16),
+    Hang,
+    After(Duration, Box<Act>),
+    Stream(Vec<Result<Chunk, ProviderError>>),
+    /// A stream that sends `n` deltas, then stalls forever.
+    StallAfter(usize),
+}
+
+type Script = dyn Fn(usize) -> Act + Send + Sync;
+
+/// A provider that acts as its script says for the n-th call, and counts calls.
+#[derive(Clone)]
+pub struct Scripted {
+    pub name: &'static str,
+    calls: Arc<AtomicUsize>,
+    models: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    script: Arc<Script>,
+}
+
+impl Scripted {
+    pub fn new(name: &'static str, script: impl Fn(usize) -> Act + Send + Sync + 'static) -> Self {
+        Self {
+            name,
+            calls: Arc::default(),
+            models: Arc::default(),
+            script: Arc::new(script),
+        }
+    }
+
+    pub fn always(name: &'static str, act: Act) -> Self {
+        Self::new(name, move |_| act.clone())
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The model each call asked for.
+    pub fn models(&self) -> Vec<Option<String>> {
+        self.models.lock().unwrap().clone()
+    }
+}
+
+impl tower::Service<ChatRequest> for Scripted {
+    type Response = ChatResponse;
+    type Error = ProviderError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.models.lock().unwrap().push(request.model.clone());
+        let act = (self.script)(n);
+        let name = self.name;
+        Box::pin(act_out(name, act))
+    }
+}
+
+fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>> {
+    Box::pin(async move {
+        match act {
+            Act::Answer => Ok(ChatResponse::Complete(completion(name))),
+            Act::Fail(status) => Err(status_error(name, status)),
+            Act::Hang => std::future::pending().await,
+            Act::After(wait, act) => {
+                tokio::time::sleep(wait).await;
+                act_out(name, *act).await
+            }
+            Act::Stream(items) => Ok(ChatResponse::Stream(ChatStream::new(
+                name,
+                "m".into(),
+                stream::iter(items),
+            ))),
+            Act::StallAfter(n) => {
+                let deltas = stream::iter((0..n).map(|i| Ok(Chunk::Delta(format!("d{i}")))));
+                let chunks = futures_util::StreamExt::chain(deltas, stream::pending());
+                Ok(ChatResponse::Stream(ChatStream::new(name, "m".into(), chunks)))
+            }
+        }
+    })
+}
+
+pub fn request() -> ChatRequest {
+    ChatRequest::new("agent", vec![Message::new(Role::User, "hi")])
+}
+
+pub fn completion(provider: &'static str) -> Completion {
+    Completion {
+        content: "ok".into(),
+        provider,
+        model: "m".into(),
+        usage: Usage::default(),
+        cost_usd: 0.0,
+        finish_reason: None,
+        meta: Default::default(),
+    }
+}
+
+pub fn status_error(provider: &'static str, status: u16) -> ProviderError {
+    let message = format!("status {status}");
+    ProviderError::new(provider, ErrorKind::Status { status, message })
+}
+
+pub fn delta(text: &str) -> Result<Chunk, ProviderError> {
+    Ok(Chunk::Delta(text.into()))
+}
+
+pub fn end() -> Result<Chunk, ProviderError> {
+    Ok(Chunk::End(StreamEnd {
+        usage: Usage::default(),
+        cost_usd: 0.0,
+        finish_reason: None,
+    }))
+}

@@ -1,0 +1,6 @@
+//! The timeout's own failure.
+
+/// The provider did not answer within the timeout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, thiserror::Error)]
+#[error("the upstream did not answer in time")]
+pub struct Elapsed;
