@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -74,6 +75,21 @@ pub struct Config {
     /// How long an open circuit waits before one probe, in ms.
     #[arg(long, env = "CIRCUIT_RESET_TIME_MS", default_value_t = 60_000)]
     pub circuit_reset_time_ms: u64,
+    /// USD that may be spent in a UTC day.
+    #[arg(long, env = "LLM_DAILY_BUDGET_USD", default_value_t = 50.0, value_parser = non_negative)]
+    pub llm_daily_budget_usd: f64,
+    /// USD that may be spent in a UTC month.
+    #[arg(long, env = "LLM_MONTHLY_BUDGET_USD", default_value_t = 500.0, value_parser = non_negative)]
+    pub llm_monthly_budget_usd: f64,
+    /// Output tokens reserved against the budget for a call that sets no max_tokens.
+    #[arg(long, env = "LLM_BUDGET_DEFAULT_MAX_TOKENS", default_value_t = 4096)]
+    pub llm_budget_default_max_tokens: u32,
+    /// JSON file of extra or overriding prices: {"model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}.
+    #[arg(long, env = "LLM_PRICES_FILE")]
+    pub llm_prices_file: Option<PathBuf>,
+    /// The embedded spend ledger (SQLite).
+    #[arg(long, env = "GATEWAY_DB", default_value = "gateway.db")]
+    pub gateway_db: PathBuf,
     /// Mock provider: wait this long before every answer.
     #[arg(long, env = "MOCK_LATENCY_MS", default_value_t = 0)]
     pub mock_latency_ms: u64,
@@ -228,6 +244,13 @@ pub enum RateKey {
     Global,
     /// One bucket per agent_id.
     Agent,
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a non-negative number")),
+    }
 }
 
 fn positive(s: &str) -> Result<f64, String> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrysalis_middleware::budget::error::BudgetExceeded;
 use chrysalis_middleware::circuit_breaker::error::Open;
 use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
 use chrysalis_middleware::rate_limit::error::RateLimited;
@@ -106,6 +107,8 @@ impl ApiError {
             Self::from_provider(error)
         } else if let Some(all) = error.downcast_ref::<AllFailed>() {
             Self::all_failed(all, message)
+        } else if error.is::<BudgetExceeded>() {
+            Self::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
         } else if let Some(limited) = error.downcast_ref::<RateLimited>() {
             Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).retry_after(limited.retry_after)
         } else if let Some(open) = error.downcast_ref::<AllOpen>() {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use chrysalis_gateway::config::Config;
-use chrysalis_gateway::{logging, server};
+use chrysalis_gateway::{logging, server, stack};
 
 fn main() -> ExitCode {
     let config = match Config::load() {
@@ -14,6 +14,13 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.gateway_log_format);
+    let app = match stack::app(&config) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -21,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(server::run(config, app)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
             eprintln!("{line}");

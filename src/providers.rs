@@ -81,6 +81,7 @@ fn service(
             default_model: model.to_owned(),
             latency: Duration::from_millis(config.mock_latency_ms),
             fail: config.mock_fail,
+            prices: prices.clone(),
         })),
     }
 }

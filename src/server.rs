@@ -9,10 +9,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::stack;
 
-/// Runs the gateway until SIGINT or SIGTERM, then lets in-flight work finish.
-pub async fn run(config: Config) -> Result<(), String> {
+/// Serves `app` until SIGINT or SIGTERM, then lets in-flight work finish.
+pub async fn run(config: Config, app: Router) -> Result<(), String> {
     let addr = SocketAddr::new(config.gateway_host, config.gateway_port);
     let listener = TcpListener::bind(addr)
         .await
@@ -20,7 +19,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     let addr = listener.local_addr().unwrap_or(addr);
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
     tracing::info!(%addr, providers = ?order, "gateway listening");
-    let app = stack::app(&config);
     serve(listener, app, shutdown_signal(), config.shutdown_grace())
         .await
         .map_err(|e| format!("error: the server failed: {e}"))

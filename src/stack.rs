@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
@@ -18,7 +19,7 @@ use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
 
-use crate::config::{Config, RateKey};
+use crate::config::{Config, ConfigError, RateKey};
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
 
@@ -33,23 +34,28 @@ pub struct Chat {
     pub failover: Failover<ChatService>,
     /// Each provider's circuit, in failover order.
     pub circuits: Vec<CircuitHandle>,
+    /// Spend and limits.
+    pub budget: BudgetHandle,
 }
 
 /// The gateway's HTTP application.
-pub fn app(config: &Config) -> Router {
-    let chat = chat(config);
+pub fn app(config: &Config) -> Result<Router, ConfigError> {
+    let chat = chat(config)?;
     let state = AppState {
         chat: chat.service,
+        budget: chat.budget,
         max_body_bytes: config.gateway_max_body_bytes,
     };
-    http::router(state)
+    Ok(http::router(state))
 }
 
 /// The chat path, outer to inner.
-pub fn chat(config: &Config) -> Chat {
-    let prices = Arc::new(PriceTable::builtin());
+pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
+    let prices = Arc::new(prices(config)?);
+    let providers = providers::build(config, &prices);
+    let budget = budget(config, &providers, prices)?;
     let mut circuits = Vec::new();
-    let targets = providers::build(config, &prices)
+    let targets = providers
         .into_iter()
         .enumerate()
         .map(|(index, provider)| {
@@ -61,16 +67,49 @@ pub fn chat(config: &Config) -> Chat {
         })
         .collect();
     let failover = Failover::new(targets);
+    let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
         // Refuse excess first, before anything is spent on it.
         .layer(rate_limit(config))
+        // Reserve the most a call may cost; settle what it did cost, durably.
+        .layer(budget)
         // Try providers in order; a stream only until its first chunk.
         .service(failover.clone());
-    Chat {
+    Ok(Chat {
         service: BoxCloneSyncService::new(service),
         failover,
         circuits,
+        budget: budget_handle,
+    })
+}
+
+fn prices(config: &Config) -> Result<PriceTable, ConfigError> {
+    let mut prices = PriceTable::builtin();
+    if let Some(path) = &config.llm_prices_file {
+        let error = |problem: String| ConfigError {
+            variable: "LLM_PRICES_FILE",
+            problem,
+        };
+        let json = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read {}: {e}", path.display())))?;
+        let count = prices.load_json(&json).map_err(error)?;
+        tracing::info!(count, file = %path.display(), "prices loaded");
     }
+    Ok(prices)
+}
+
+fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> Result<BudgetLayer, ConfigError> {
+    let mut budget = BudgetConfig::new(config.llm_daily_budget_usd, config.llm_monthly_budget_usd, prices)
+        .expect("limits were checked when the configuration was parsed");
+    budget.models = providers.iter().map(|p| p.model.clone()).collect();
+    budget.default_max_tokens = config.llm_budget_default_max_tokens;
+    let ledger = SqliteLedger::open(&config.gateway_db).map_err(|e| ConfigError {
+        variable: "GATEWAY_DB",
+        problem: e.to_string(),
+    })?;
+    BudgetLayer::new(budget, Arc::new(ledger)).map_err(|e| ConfigError {
+        variable: "GATEWAY_DB",
+        problem: e.to_string(),
+    })
 }
 
 /// One provider's own stack.

@@ -64,6 +64,15 @@ fn help_lists_every_variable() {
         "OPENROUTER_BASE_URL",
         "OLLAMA_BASE_URL",
         "GATEWAY_MAX_BODY_BYTES",
+        "LLM_TIMEOUT_MS",
+        "GATEWAY_RATE_RPS",
+        "GATEWAY_RATE_BURST",
+        "LLM_DAILY_BUDGET_USD",
+        "LLM_MONTHLY_BUDGET_USD",
+        "LLM_PRICES_FILE",
+        "GATEWAY_DB",
+        "CIRCUIT_FAILURE_THRESHOLD",
+        "CIRCUIT_RESET_TIME_MS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -111,7 +120,12 @@ fn start(envs: &[(&str, &str)]) -> Running {
 
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_then_exits() {
-    let mut gateway = start(&[("LLM_PROVIDER", "mock"), ("MOCK_LATENCY_MS", "1500")]);
+    let db = std::env::temp_dir().join(format!("chrysalis-sigterm-{}.db", std::process::id()));
+    let mut gateway = start(&[
+        ("LLM_PROVIDER", "mock"),
+        ("MOCK_LATENCY_MS", "1500"),
+        ("GATEWAY_DB", db.to_str().unwrap()),
+    ]);
     let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let in_flight = runtime.spawn(async move {
@@ -133,4 +147,89 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     assert_eq!(status, 200);
     let exit = gateway.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+fn post(runtime: &tokio::runtime::Runtime, port: u16, path: &str, agent: &str) -> String {
+    let body = serde_json::json!({"agent_id": agent, "messages": [{"role": "user", "content": "Hi there"}]});
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    })
+}
+
+fn usage(runtime: &tokio::runtime::Runtime, port: u16) -> serde_json::Value {
+    runtime.block_on(async {
+        let url = format!("http://127.0.0.1:{port}/v1/usage");
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    })
+}
+
+#[test]
+fn spend_survives_sigkill_exactly() {
+    let dir = std::env::temp_dir().join(format!("chrysalis-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("ledger.db");
+    let _ = std::fs::remove_file(&db);
+    let prices = dir.join("prices.json");
+    std::fs::write(
+        &prices,
+        r#"{"mock-1": {"input_per_mtok": 1000, "output_per_mtok": 3000}}"#,
+    )
+    .unwrap();
+    let env = [
+        ("LLM_PROVIDER", "mock"),
+        ("GATEWAY_DB", db.to_str().unwrap()),
+        ("LLM_PRICES_FILE", prices.to_str().unwrap()),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let mut first = start(&env);
+    let mut charged = 0.0;
+    for agent in ["a", "b", "a", "c", "a"] {
+        let body: serde_json::Value = serde_json::from_str(&post(&runtime, first.port, "/v1/chat", agent)).unwrap();
+        charged += body["cost_usd"].as_f64().unwrap();
+    }
+    let stream = post(&runtime, first.port, "/v1/chat/stream", "b");
+    let done: serde_json::Value =
+        serde_json::from_str(stream.lines().rev().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    charged += done["cost_usd"].as_f64().unwrap();
+    assert!(charged > 0.0, "the prices file prices the mock");
+    let before = usage(&runtime, first.port);
+    assert!(
+        (before["day"]["spent_usd"].as_f64().unwrap() - charged).abs() < 1e-9,
+        "{before}"
+    );
+    first.child.kill().unwrap(); // SIGKILL: no shutdown, no flush.
+    first.child.wait().unwrap();
+
+    let second = start(&env);
+    let after = usage(&runtime, second.port);
+    for window in ["day", "month"] {
+        for field in ["spent_usd", "by_agent", "by_model"] {
+            assert_eq!(after[window][field], before[window][field], "{window}.{field}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreadable_prices_file_or_ledger_stops_start_up() {
+    let stderr = fails_with(
+        gateway()
+            .env("LLM_PROVIDER", "mock")
+            .env("LLM_PRICES_FILE", "/nonexistent/prices.json"),
+    );
+    assert!(stderr.contains("LLM_PRICES_FILE"), "{stderr}");
+    let stderr = fails_with(
+        gateway()
+            .env("LLM_PROVIDER", "mock")
+            .env("GATEWAY_DB", "/nonexistent/dir/ledger.db"),
+    );
+    assert!(stderr.contains("GATEWAY_DB"), "{stderr}");
 }

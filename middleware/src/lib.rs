@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod circuit_breaker;
 pub mod failover;
 pub mod fault;

@@ -3,6 +3,7 @@
 //! end, failed, or was dropped (the client went away).
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -21,7 +22,12 @@ pub enum Outcome<'a> {
         cost_usd: f64,
     },
     /// The call, or its stream, failed.
-    Failed(&'a (dyn StdError + 'static)),
+    Failed {
+        /// Why.
+        error: &'a (dyn StdError + 'static),
+        /// Characters of text passed on before the failure.
+        chars: usize,
+    },
     /// The stream was dropped before its end.
     Dropped {
         /// Text chunks passed on before the drop.
@@ -31,13 +37,17 @@ pub enum Outcome<'a> {
     },
 }
 
+/// Work the stream waits for before it passes its end on (a durable write).
+pub type Hold = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Told how a call ends. `finish` takes `self`, so it runs exactly once.
 pub trait Observer: Send + 'static {
     /// The first chunk of text has passed (time to first token).
     fn first_chunk(&mut self) {}
 
-    /// The call ended.
-    fn finish(self, outcome: Outcome<'_>);
+    /// The call ended. A [`Hold`] returned for a whole stream keeps its last
+    /// chunk back until the hold is done.
+    fn finish(self, outcome: Outcome<'_>) -> Option<Hold>;
 }
 
 /// Reports `response`'s outcome to `observer`: at once for a complete answer,
@@ -46,7 +56,9 @@ pub fn observe<O: Observer>(response: ChatResponse, mut observer: O) -> ChatResp
     match response {
         ChatResponse::Complete(completion) => {
             observer.first_chunk();
-            observer.finish(Outcome::Completed {
+            // A complete answer has nothing to hold back: callers that must wait
+            // for durable work handle complete answers themselves.
+            let _ = observer.finish(Outcome::Completed {
                 usage: completion.usage,
                 cost_usd: completion.cost_usd,
             });
@@ -63,6 +75,8 @@ pin_project! {
     pub struct Observed<O: Observer> {
         chunks: ChunkStream,
         observer: Option<O>,
+        // The end, kept back until the observer's hold is done.
+        held: Option<(Hold, Option<Result<Chunk, ProviderError>>)>,
         seen: u64,
         chars: usize,
     }
@@ -72,7 +86,8 @@ pin_project! {
             let this = this.project();
             let outcome = Outcome::Dropped { chunks: *this.seen, chars: *this.chars };
             if let Some(observer) = this.observer.take() {
-                observer.finish(outcome);
+                // Nobody is left to wait for a hold: it runs detached or not at all.
+                let _ = observer.finish(outcome);
             }
         }
     }
@@ -84,6 +99,7 @@ impl<O: Observer> Observed<O> {
         Self {
             chunks,
             observer: Some(observer),
+            held: None,
             seen: 0,
             chars: 0,
         }
@@ -95,6 +111,11 @@ impl<O: Observer> Stream for Observed<O> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
+        if let Some((hold, _)) = this.held.as_mut() {
+            ready!(hold.as_mut().poll(cx));
+            let (_, item) = this.held.take().expect("held above");
+            return Poll::Ready(item);
+        }
         let item = ready!(this.chunks.as_mut().poll_next(cx));
         let outcome = match &item {
             Some(Ok(Chunk::Delta(text))) => {
@@ -111,13 +132,26 @@ impl<O: Observer> Stream for Observed<O> {
                 usage: *usage,
                 cost_usd: *cost_usd,
             },
-            Some(Err(error)) => Outcome::Failed(error),
-            None => Outcome::Failed(&ENDED_WITHOUT_END),
+            Some(Err(error)) => Outcome::Failed {
+                error,
+                chars: *this.chars,
+            },
+            None => Outcome::Failed {
+                error: &ENDED_WITHOUT_END,
+                chars: *this.chars,
+            },
         };
-        if let Some(observer) = this.observer.take() {
-            observer.finish(outcome);
+        let hold = this.observer.take().and_then(|observer| observer.finish(outcome));
+        match hold {
+            Some(mut hold) => match hold.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(item),
+                Poll::Pending => {
+                    *this.held = Some((hold, item));
+                    Poll::Pending
+                }
+            },
+            None => Poll::Ready(item),
         }
-        Poll::Ready(item)
     }
 }
 
@@ -147,15 +181,14 @@ mod tests {
             self.0.lock().unwrap().push("first".into());
         }
 
-        fn finish(self, outcome: Outcome<'_>) {
+        fn finish(self, outcome: Outcome<'_>) -> Option<Hold> {
             let line = match outcome {
-                Outcome::Completed { usage, .. } => {
-                    format!("completed {}", usage.completion_tokens)
-                }
-                Outcome::Failed(e) => format!("failed {e}"),
+                Outcome::Completed { usage, .. } => format!("completed {}", usage.completion_tokens),
+                Outcome::Failed { error, .. } => format!("failed {error}"),
                 Outcome::Dropped { chunks, .. } => format!("dropped after {chunks}"),
             };
             self.0.lock().unwrap().push(line);
+            None
         }
     }
 

@@ -87,9 +87,10 @@ fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<C
                 tokio::time::sleep(wait).await;
                 act_out(name, *act).await
             }
+            // Streams are served by a priced model, so cut streams can be charged.
             Act::Stream(items) => Ok(ChatResponse::Stream(ChatStream::new(
                 name,
-                "m".into(),
+                "gpt-4o".into(),
                 stream::iter(items),
             ))),
             Act::StallAfter(n) => {
@@ -101,6 +102,13 @@ fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<C
     })
 }
 
+/// What every scripted answer uses and costs.
+pub const USAGE: Usage = Usage {
+    prompt_tokens: 10,
+    completion_tokens: 5,
+};
+pub const COST: f64 = 0.001;
+
 pub fn request() -> ChatRequest {
     ChatRequest::new("agent", vec![Message::new(Role::User, "hi")])
 }
@@ -110,8 +118,8 @@ pub fn completion(provider: &'static str) -> Completion {
         content: "ok".into(),
         provider,
         model: "m".into(),
-        usage: Usage::default(),
-        cost_usd: 0.0,
+        usage: USAGE,
+        cost_usd: COST,
         finish_reason: None,
         meta: Default::default(),
     }
@@ -128,8 +136,8 @@ pub fn delta(text: &str) -> Result<Chunk, ProviderError> {
 
 pub fn end() -> Result<Chunk, ProviderError> {
     Ok(Chunk::End(StreamEnd {
-        usage: Usage::default(),
-        cost_usd: 0.0,
+        usage: USAGE,
+        cost_usd: COST,
         finish_reason: None,
     }))
 }

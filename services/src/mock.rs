@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Completion, Replay, StreamEnd, Usage};
 use crate::error::{ErrorKind, ProviderError};
+use crate::pricing::PriceTable;
 
 /// The provider's name in responses, metrics and errors.
 pub const NAME: &str = "mock";
@@ -28,6 +29,8 @@ pub struct MockConfig {
     pub latency: Duration,
     /// Fail every call with a 503.
     pub fail: bool,
+    /// Free unless these prices name the model (to try budgets without keys).
+    pub prices: Arc<PriceTable>,
 }
 
 impl Default for MockConfig {
@@ -36,6 +39,7 @@ impl Default for MockConfig {
             default_model: DEFAULT_MODEL.to_owned(),
             latency: Duration::ZERO,
             fail: false,
+            prices: Arc::default(),
         }
     }
 }
@@ -88,9 +92,10 @@ impl tower::Service<ChatRequest> for Mock {
                 return Err(ProviderError::new(NAME, ErrorKind::Status { status: 503, message }));
             }
             let answer = answer(&request);
+            let usage = Usage::estimate(request.prompt_chars(), answer.len());
             let end = StreamEnd {
-                usage: Usage::estimate(request.prompt_chars(), answer.len()),
-                cost_usd: 0.0,
+                usage,
+                cost_usd: config.prices.lookup(&model).map_or(0.0, |p| p.cost(usage)),
                 finish_reason: Some("stop".to_owned()),
             };
             let cut = model == "mock-cut";
@@ -106,7 +111,7 @@ impl tower::Service<ChatRequest> for Mock {
                 provider: NAME,
                 model,
                 usage: end.usage,
-                cost_usd: 0.0,
+                cost_usd: end.cost_usd,
                 finish_reason: end.finish_reason,
                 meta: Default::default(),
             }))

@@ -10,7 +10,8 @@ use crate::chat::Usage;
 pub const PRICES_TAKEN: &str = "2025-11-15";
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million input tokens.
     pub input_per_mtok: f64,
@@ -75,6 +76,21 @@ impl PriceTable {
     /// Adds or overrides the price of `model` (and of its dated versions).
     pub fn insert(&mut self, model: &str, price: Price) {
         self.prices.insert(model.to_ascii_lowercase(), price);
+    }
+
+    /// Adds or overrides prices from a JSON object
+    /// `{"model": {"input_per_mtok": 0.15, "output_per_mtok": 0.60}}`; returns how many.
+    pub fn load_json(&mut self, json: &str) -> Result<usize, String> {
+        let prices: HashMap<String, Price> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        for (model, price) in &prices {
+            let valid = |v: f64| v.is_finite() && v >= 0.0;
+            if !valid(price.input_per_mtok) || !valid(price.output_per_mtok) {
+                return Err(format!("the price of `{model}` must be a non-negative number"));
+            }
+        }
+        let count = prices.len();
+        prices.into_iter().for_each(|(model, price)| self.insert(&model, price));
+        Ok(count)
     }
 
     /// The price of `model`: its own, or its family's for a dated or
@@ -172,6 +188,19 @@ mod tests {
         assert_eq!(table.cost("my-finetune", usage(100, 100)), 0.0);
         assert_eq!(table.cost("my-finetune", usage(100, 100)), 0.0);
         assert_eq!(table.unpriced_calls(), 2);
+    }
+
+    #[test]
+    fn a_prices_file_adds_and_overrides() {
+        let mut table = PriceTable::builtin();
+        let json = r#"{"my-finetune": {"input_per_mtok": 3, "output_per_mtok": 6}, "gpt-4o": {"input_per_mtok": 1, "output_per_mtok": 1}}"#;
+        assert_eq!(table.load_json(json), Ok(2));
+        assert_eq!(table.lookup("my-finetune").unwrap().output_per_mtok, 6.0);
+        assert_eq!(table.lookup("gpt-4o-2024-08-06").unwrap().input_per_mtok, 1.0);
+        assert!(table
+            .load_json(r#"{"x": {"input_per_mtok": -1, "output_per_mtok": 1}}"#)
+            .is_err());
+        assert!(table.load_json(r#"{"x": {"input": 1}}"#).is_err());
     }
 
     #[test]

@@ -2,11 +2,14 @@
 
 mod chat;
 mod sse;
+mod usage;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+
+use chrysalis_middleware::budget::BudgetHandle;
 
 use crate::error::ApiError;
 use crate::stack::ChatService;
@@ -16,6 +19,8 @@ use crate::stack::ChatService;
 pub struct AppState {
     /// The chat stack.
     pub chat: ChatService,
+    /// Spend and limits, for `/v1/usage`.
+    pub budget: BudgetHandle,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
 }
@@ -26,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/chat", post(chat::complete))
         .route("/v1/chat/stream", post(chat::stream))
+        .route("/v1/usage", get(usage::usage))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

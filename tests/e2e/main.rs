@@ -5,6 +5,7 @@ mod support;
 
 mod anthropic;
 mod api;
+mod budget;
 mod ollama;
 mod openai;
 mod openrouter;

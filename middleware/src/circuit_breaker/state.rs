@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::Open;
-use crate::observe::{Observer, Outcome};
+use crate::observe::{Hold, Observer, Outcome};
 
 /// What a circuit is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,15 +190,16 @@ impl Drop for Ticket {
 }
 
 impl Observer for Ticket {
-    fn finish(self, outcome: Outcome<'_>) {
+    fn finish(self, outcome: Outcome<'_>) -> Option<Hold> {
         let verdict = match outcome {
             Outcome::Completed { .. } => Verdict::Success,
-            Outcome::Failed(error) => verdict_of(error),
+            Outcome::Failed { error, .. } => verdict_of(error),
             // The client left; text had flowed, so the provider was working.
             Outcome::Dropped { chunks, .. } if chunks > 0 => Verdict::Success,
             Outcome::Dropped { .. } => Verdict::Unknown,
         };
         self.record(verdict);
+        None
     }
 }
 

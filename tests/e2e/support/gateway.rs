@@ -34,10 +34,15 @@ impl Streamed {
 
 impl Gateway {
     pub async fn start(args: &[&str]) -> Self {
+        let db = temp_db();
+        let mut args: Vec<&str> = args.to_vec();
+        if !args.contains(&"--gateway-db") {
+            args.extend(["--gateway-db", db.to_str().unwrap()]);
+        }
         let config = Config::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
             .expect("test configuration parses");
         config.validate().expect("test configuration is valid");
-        let app = stack::app(&config);
+        let app = stack::app(&config).expect("the gateway starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -75,6 +80,15 @@ impl Gateway {
         let text = response.text().await.unwrap();
         Streamed::Frames(sse_data(&text).map(|d| serde_json::from_str(d).unwrap()).collect())
     }
+}
+
+/// A fresh ledger file for one test.
+pub fn temp_db() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("chrysalis-e2e-{}-{n}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// The `data:` payloads of an SSE body.

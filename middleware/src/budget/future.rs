@@ -1,0 +1,94 @@
+//! The response future: refused, calling, or waiting for the spend to be durable.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use chrysalis_services::ChatResponse;
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+use super::error::BudgetExceeded;
+use super::ledger::Commit;
+use super::settle::SettleStream;
+use super::state::Reservation;
+use crate::observe::observe;
+
+pin_project! {
+    /// The future of [`Budget`](super::Budget).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Refused { exceeded: BudgetExceeded },
+        Calling { #[pin] future: F, reservation: Option<Reservation> },
+        Committing { commit: Commit, response: Option<ChatResponse> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn called(future: F, reservation: Reservation) -> Self {
+        Self {
+            state: State::Calling {
+                future,
+                reservation: Some(reservation),
+            },
+        }
+    }
+
+    pub(super) fn refused(exceeded: BudgetExceeded) -> Self {
+        Self {
+            state: State::Refused { exceeded },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<ChatResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<ChatResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Refused { exceeded } => return Poll::Ready(Err((*exceeded).into())),
+                StateProj::Calling { future, reservation } => {
+                    // An error drops the reservation, which releases it.
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let reservation = reservation.take().expect("polled after completion");
+                    let commit = match response {
+                        ChatResponse::Complete(ref c) => reservation.settle(c.provider, &c.model, c.usage, c.cost_usd),
+                        ChatResponse::Stream(ref s) => {
+                            let settle = SettleStream {
+                                reservation,
+                                provider: s.provider,
+                                model: s.model.clone(),
+                            };
+                            return Poll::Ready(Ok(observe(response, settle)));
+                        }
+                    };
+                    match commit {
+                        Some(commit) => this.state.set(State::Committing {
+                            commit,
+                            response: Some(response),
+                        }),
+                        None => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProj::Committing { commit, response } => {
+                    // A ledger failure is logged by the writer; the answer still goes out.
+                    let _ = ready!(Pin::new(commit).poll(cx));
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}

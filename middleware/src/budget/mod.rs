@@ -1,0 +1,181 @@
+//! Daily and monthly USD budgets that cannot be overspent, even under
+//! concurrency, and spend that survives a crash.
+//!
+//! Before a call, the most it may cost (its prompt plus every token it may
+//! generate, at the dearest price of the models that may serve it) is
+//! reserved; a call that could pass a limit, counting what is spent and what
+//! calls in flight hold, is refused. After the call its real cost is settled
+//! and the rest released: complete answers when they arrive, streams when they
+//! end, break, or the client goes away. A call's spend is durable in the
+//! [`SpendLedger`] before its answer (or its stream's last frame) goes out.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
+//! use chrysalis_services::{mock::{Mock, MockConfig}, pricing::PriceTable};
+//! use tower::Layer;
+//!
+//! let config = BudgetConfig::new(50.0, 500.0, Arc::new(PriceTable::builtin())).unwrap();
+//! let layer = BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap();
+//! let budget = layer.handle();
+//! let service = layer.layer(Mock::new(MockConfig::default()));
+//! assert_eq!(budget.report().unwrap().day.limit_usd, 50.0);
+//! ```
+
+pub mod error;
+mod future;
+mod ledger;
+mod settle;
+mod sqlite;
+mod state;
+mod utc;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use chrysalis_services::pricing::PriceTable;
+use chrysalis_services::{ChatRequest, ChatResponse};
+use tower::{BoxError, Layer, Service};
+
+pub use future::ResponseFuture;
+pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
+pub use sqlite::SqliteLedger;
+pub use state::{SystemClock, UsageReport, WallClock, WindowReport};
+
+use error::{InvalidBudget, LedgerError};
+use state::BudgetState;
+
+/// Limits and the prices to estimate with.
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    /// USD a UTC day.
+    pub daily_usd: f64,
+    /// USD a UTC month.
+    pub monthly_usd: f64,
+    /// Prices, to estimate what a call may cost.
+    pub prices: Arc<PriceTable>,
+    /// Models that may serve a call besides the one it names (the primary's
+    /// default, the fallbacks'); a call is reserved at the dearest.
+    pub models: Vec<String>,
+    /// Output tokens reserved for a call that sets no `max_tokens`.
+    pub default_max_tokens: u32,
+}
+
+impl BudgetConfig {
+    /// Limits of `daily_usd` and `monthly_usd`, reserving 4096 output tokens
+    /// for calls that set no `max_tokens`.
+    pub fn new(daily_usd: f64, monthly_usd: f64, prices: Arc<PriceTable>) -> Result<Self, InvalidBudget> {
+        for limit in [daily_usd, monthly_usd] {
+            if !(limit.is_finite() && limit >= 0.0) {
+                return Err(InvalidBudget(limit));
+            }
+        }
+        Ok(Self {
+            daily_usd,
+            monthly_usd,
+            prices,
+            models: Vec::new(),
+            default_max_tokens: 4096,
+        })
+    }
+}
+
+/// Applies the budget; every service made by one layer shares its spend.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BudgetLayer {
+    state: Arc<BudgetState>,
+}
+
+impl BudgetLayer {
+    /// A budget over `ledger`, starting from what it holds for this day and month.
+    pub fn new(config: BudgetConfig, ledger: Arc<dyn SpendLedger>) -> Result<Self, LedgerError> {
+        Self::with_clock(config, ledger, Arc::new(SystemClock))
+    }
+
+    /// The same, with windows that follow `clock`.
+    pub fn with_clock(
+        config: BudgetConfig,
+        ledger: Arc<dyn SpendLedger>,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Self, LedgerError> {
+        Ok(Self {
+            state: Arc::new(BudgetState::open(config, ledger, clock)?),
+        })
+    }
+
+    /// Reads spend and limits.
+    pub fn handle(&self) -> BudgetHandle {
+        BudgetHandle(self.state.clone())
+    }
+}
+
+/// Reads a budget's spend and limits.
+#[derive(Debug, Clone)]
+pub struct BudgetHandle(Arc<BudgetState>);
+
+impl BudgetHandle {
+    /// Spend, limits and what is left, today and this month, by agent and model.
+    pub fn report(&self) -> Result<UsageReport, LedgerError> {
+        self.0.report()
+    }
+}
+
+impl<S> Layer<S> for BudgetLayer {
+    type Service = Budget<S>;
+
+    fn layer(&self, inner: S) -> Budget<S> {
+        Budget {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// A service whose calls are held to a budget.
+#[derive(Debug, Clone)]
+pub struct Budget<S> {
+    inner: S,
+    state: Arc<BudgetState>,
+}
+
+impl<S> Budget<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<ChatRequest> for Budget<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Response = ChatResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        match self.state.reserve(&request) {
+            Ok(reservation) => ResponseFuture::called(self.inner.call(request), reservation),
+            Err(exceeded) => ResponseFuture::refused(exceeded),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

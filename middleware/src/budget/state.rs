@@ -1,0 +1,270 @@
+//! Spend and reservations per window, shared by every clone of the service.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrysalis_services::{ChatRequest, Usage};
+
+use super::error::{BudgetExceeded, LedgerError, Window};
+use super::ledger::{Commit, SpendLedger, SpendRow};
+use super::utc;
+use super::BudgetConfig;
+
+const NANOS_PER_USD: f64 = 1e9;
+
+/// The wall clock budget windows follow (UTC days and months).
+pub trait WallClock: Send + Sync + 'static {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+pub(crate) struct BudgetState {
+    daily: i64,
+    monthly: i64,
+    config: BudgetConfig,
+    ledger: Arc<dyn SpendLedger>,
+    clock: Arc<dyn WallClock>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Windows {
+    day_start_ms: i64,
+    month_start_ms: i64,
+    day_spent: i64,
+    month_spent: i64,
+    /// Held by calls in flight, in both windows.
+    reserved: i64,
+}
+
+impl Windows {
+    /// Starts new windows when the UTC day or month has turned.
+    fn roll(&mut self, now_ms: i64) {
+        let day = utc::day_start(now_ms.div_euclid(1000)) * 1000;
+        let month = utc::month_start(now_ms.div_euclid(1000)) * 1000;
+        if day != self.day_start_ms {
+            self.day_start_ms = day;
+            self.day_spent = 0;
+        }
+        if month != self.month_start_ms {
+            self.month_start_ms = month;
+            self.month_spent = 0;
+        }
+    }
+}
+
+pub(crate) fn nanos(usd: f64) -> i64 {
+    (usd * NANOS_PER_USD).round() as i64
+}
+
+pub(crate) fn usd(nanos: i64) -> f64 {
+    nanos as f64 / NANOS_PER_USD
+}
+
+impl BudgetState {
+    /// Loads this day's and month's spend from the ledger.
+    pub(crate) fn open(
+        config: BudgetConfig,
+        ledger: Arc<dyn SpendLedger>,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Self, LedgerError> {
+        let mut windows = Windows {
+            day_start_ms: i64::MIN,
+            month_start_ms: i64::MIN,
+            day_spent: 0,
+            month_spent: 0,
+            reserved: 0,
+        };
+        windows.roll(clock.now_ms());
+        windows.day_spent = ledger.spent_since(windows.day_start_ms)?;
+        windows.month_spent = ledger.spent_since(windows.month_start_ms)?;
+        Ok(Self {
+            daily: nanos(config.daily_usd),
+            monthly: nanos(config.monthly_usd),
+            config,
+            ledger,
+            clock,
+            windows: Mutex::new(windows),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds the most `request` may cost, or refuses it if that could pass a limit.
+    pub(crate) fn reserve(self: &Arc<Self>, request: &ChatRequest) -> Result<Reservation, BudgetExceeded> {
+        let estimate = self.estimate(request);
+        let mut windows = self.lock();
+        windows.roll(self.clock.now_ms());
+        for (window, spent, limit) in [
+            (Window::Daily, windows.day_spent, self.daily),
+            (Window::Monthly, windows.month_spent, self.monthly),
+        ] {
+            if spent + windows.reserved + estimate > limit {
+                return Err(BudgetExceeded {
+                    window,
+                    limit_usd: usd(limit),
+                    spent_usd: usd(spent),
+                    reserved_usd: usd(windows.reserved),
+                    estimate_usd: usd(estimate),
+                });
+            }
+        }
+        windows.reserved += estimate;
+        Ok(Reservation {
+            state: self.clone(),
+            estimate,
+            agent_id: request.agent_id.clone(),
+            prompt_chars: request.prompt_chars(),
+            settled: false,
+        })
+    }
+
+    /// The most `request` may cost on any model that may serve it: the prompt
+    /// at two bytes a token (a generous bound) plus every token it may generate.
+    pub(crate) fn estimate(&self, request: &ChatRequest) -> i64 {
+        let prompt_bytes: usize = request.messages.iter().map(|m| m.content.len() + 16).sum();
+        let usage = Usage {
+            prompt_tokens: prompt_bytes.div_ceil(2) as u64,
+            completion_tokens: u64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens)),
+        };
+        let prices = &self.config.prices;
+        let cost = request
+            .model
+            .iter()
+            .chain(&self.config.models)
+            .filter_map(|model| prices.lookup(model))
+            .map(|price| price.cost(usage))
+            .fold(0.0, f64::max);
+        nanos(cost)
+    }
+
+    fn settle(&self, estimate: i64, row: Option<SpendRow>) -> Option<Commit> {
+        let mut windows = self.lock();
+        windows.roll(self.clock.now_ms());
+        windows.reserved -= estimate;
+        let row = row.filter(|r| r.cost_nanos > 0 || r.input_tokens + r.output_tokens > 0)?;
+        windows.day_spent += row.cost_nanos;
+        windows.month_spent += row.cost_nanos;
+        // Appended under the lock, so the ledger's order is the spend's order.
+        Some(self.ledger.append(row))
+    }
+
+    pub(crate) fn report(&self) -> Result<UsageReport, LedgerError> {
+        let windows = {
+            let mut windows = self.lock();
+            windows.roll(self.clock.now_ms());
+            *windows
+        };
+        let report = |start_ms: i64, spent: i64, limit: i64| -> Result<WindowReport, LedgerError> {
+            let breakdown = self.ledger.breakdown_since(start_ms)?;
+            let dollars = |map: BTreeMap<String, i64>| map.into_iter().map(|(k, v)| (k, usd(v))).collect();
+            Ok(WindowReport {
+                start: utc::rfc3339(start_ms.div_euclid(1000)),
+                limit_usd: usd(limit),
+                spent_usd: usd(spent),
+                reserved_usd: usd(windows.reserved),
+                remaining_usd: usd((limit - spent - windows.reserved).max(0)),
+                by_agent: dollars(breakdown.by_agent),
+                by_model: dollars(breakdown.by_model),
+            })
+        };
+        Ok(UsageReport {
+            day: report(windows.day_start_ms, windows.day_spent, self.daily)?,
+            month: report(windows.month_start_ms, windows.month_spent, self.monthly)?,
+        })
+    }
+}
+
+/// Spend, limits and what is left, for today and this month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageReport {
+    /// The UTC day.
+    pub day: WindowReport,
+    /// The UTC month.
+    pub month: WindowReport,
+}
+
+/// One window's spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowReport {
+    /// When the window started (RFC 3339, UTC).
+    pub start: String,
+    /// Its limit.
+    pub limit_usd: f64,
+    /// Spent in it.
+    pub spent_usd: f64,
+    /// Held by calls in flight.
+    pub reserved_usd: f64,
+    /// What is left.
+    pub remaining_usd: f64,
+    /// Spent, by agent_id.
+    pub by_agent: BTreeMap<String, f64>,
+    /// Spent, by model.
+    pub by_model: BTreeMap<String, f64>,
+}
+
+/// Money held for one call; settled exactly once, released if dropped.
+pub(crate) struct Reservation {
+    state: Arc<BudgetState>,
+    estimate: i64,
+    agent_id: Arc<str>,
+    prompt_chars: usize,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Records what the call really cost and releases the rest.
+    pub(crate) fn settle(mut self, provider: &str, model: &str, usage: Usage, cost_usd: f64) -> Option<Commit> {
+        self.settled = true;
+        let row = SpendRow {
+            at_ms: self.state.clock.now_ms(),
+            agent_id: self.agent_id.to_string(),
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cost_nanos: nanos(cost_usd),
+        };
+        self.state.settle(self.estimate, Some(row))
+    }
+
+    /// A call cut short after `chars` of text: the tokens it used are estimated and charged.
+    pub(crate) fn settle_partial(self, provider: &str, model: &str, chars: usize) -> Option<Commit> {
+        if chars == 0 {
+            return None; // Dropping releases it: nothing was generated.
+        }
+        let usage = Usage::estimate(self.prompt_chars, chars);
+        let cost = self.state.config.prices.lookup(model).map_or(0.0, |p| p.cost(usage));
+        self.settle(provider, model, usage, cost)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.state.settle(self.estimate, None);
+        }
+    }
+}
+
+impl std::fmt::Debug for BudgetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetState")
+            .field("windows", &*self.lock())
+            .finish_non_exhaustive()
+    }
+}

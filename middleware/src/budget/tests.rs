@@ -1,0 +1,220 @@
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrysalis_services::pricing::PriceTable;
+use chrysalis_services::{ChatRequest, ChatResponse};
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tower::{Layer, ServiceExt};
+
+use super::error::{BudgetExceeded, LedgerError, Window};
+use super::ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
+use super::state::{nanos, WallClock};
+use super::{BudgetConfig, BudgetLayer};
+use crate::test_support::*;
+
+/// 2026-11-30T23:00:00Z.
+const NOV_30_23H: i64 = 1_796_079_600_000;
+const HOUR: i64 = 3_600_000;
+
+struct ManualClock(AtomicI64);
+
+impl WallClock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn priced_request() -> ChatRequest {
+    let mut request = request();
+    request.model = Some("gpt-4o".into());
+    request.max_tokens = Some(1000);
+    request
+}
+
+fn layer_with(daily: f64, monthly: f64, ledger: Arc<dyn SpendLedger>, now: i64) -> (BudgetLayer, Arc<ManualClock>) {
+    let config = BudgetConfig::new(daily, monthly, Arc::new(PriceTable::builtin())).unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(now)));
+    (BudgetLayer::with_clock(config, ledger, clock.clone()).unwrap(), clock)
+}
+
+fn estimate(layer: &BudgetLayer) -> f64 {
+    super::state::usd(layer.state.estimate(&priced_request()))
+}
+
+#[tokio::test]
+async fn a_complete_call_settles_its_real_cost_and_releases_the_rest() {
+    let ledger = Arc::new(MemoryLedger::default());
+    let (layer, _) = layer_with(50.0, 500.0, ledger.clone(), NOV_30_23H);
+    let service = layer.layer(Scripted::always("p", Act::Answer));
+    service.oneshot(priced_request()).await.unwrap();
+    let report = layer.handle().report().unwrap();
+    assert_eq!((report.day.spent_usd, report.day.reserved_usd), (COST, 0.0));
+    assert_eq!(report.day.remaining_usd, 50.0 - COST);
+    assert_eq!(report.day.by_agent["agent"], COST);
+    assert_eq!(ledger.spent_since(0).unwrap(), nanos(COST));
+}
+
+#[tokio::test]
+async fn a_call_that_could_pass_a_limit_is_refused_naming_the_window() {
+    let (probe, _) = layer_with(1.0, 1.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let cost = estimate(&probe);
+    for (daily, monthly, window) in [(cost / 2.0, 10.0, Window::Daily), (10.0, cost / 2.0, Window::Monthly)] {
+        let provider = Scripted::always("p", Act::Answer);
+        let (layer, _) = layer_with(daily, monthly, Arc::new(MemoryLedger::default()), NOV_30_23H);
+        let error = layer
+            .layer(provider.clone())
+            .oneshot(priced_request())
+            .await
+            .unwrap_err();
+        let exceeded = error.downcast_ref::<BudgetExceeded>().unwrap();
+        assert_eq!(exceeded.window, window);
+        assert!(error.to_string().contains(&format!("{window} budget")), "{error}");
+        assert_eq!(provider.calls(), 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_hundred_racing_calls_never_pass_a_budget_worth_fifty() {
+    let (probe, _) = layer_with(1.0, 1.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let budget = estimate(&probe) * 50.0;
+    let slow = Act::After(Duration::from_secs(10), Box::new(Act::Answer));
+    let provider = Scripted::always("p", slow);
+    let (layer, _) = layer_with(budget, budget, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let service = layer.layer(provider.clone());
+    let calls = (0..200).map(|_| service.clone().oneshot(priced_request()));
+    let results = join_all(calls).await;
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 50);
+    assert_eq!(provider.calls(), 50);
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| e.is::<BudgetExceeded>()));
+    let report = layer.handle().report().unwrap();
+    assert_eq!(report.day.reserved_usd, 0.0, "every reservation settled");
+    assert!((report.day.spent_usd - 50.0 * COST).abs() < 1e-12);
+}
+
+#[tokio::test]
+async fn streams_settle_when_they_end_break_or_are_dropped() {
+    let cut = Err(chrysalis_services::ProviderError::cut("p", "eof"));
+    let provider = Scripted::new("p", move |n| match n {
+        0 => Act::Stream(vec![delta("hello"), end()]),
+        1 => Act::Stream(vec![delta("x".repeat(4000).as_str()), cut.clone()]),
+        _ => Act::Stream(vec![delta("y".repeat(4000).as_str()), delta("more"), end()]),
+    });
+    let (layer, _) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let service = layer.layer(provider);
+    let spent = || layer.handle().report().unwrap().day;
+
+    let ChatResponse::Stream(whole) = service.clone().oneshot(priced_request()).await.unwrap() else {
+        panic!()
+    };
+    assert!(spent().reserved_usd > 0.0, "held while the stream runs");
+    let _: Vec<_> = whole.collect().await;
+    assert_eq!((spent().spent_usd, spent().reserved_usd), (COST, 0.0));
+
+    // 4000 characters of gpt-4o output (about 1000 tokens at $10/M) before the break.
+    let ChatResponse::Stream(broken) = service.clone().oneshot(priced_request()).await.unwrap() else {
+        panic!()
+    };
+    let _: Vec<_> = broken.collect().await;
+    let after_break = spent().spent_usd;
+    assert!((after_break - COST - 0.01).abs() < 0.0001, "{after_break}");
+
+    let ChatResponse::Stream(mut dropped) = service.clone().oneshot(priced_request()).await.unwrap() else {
+        panic!()
+    };
+    dropped.next().await;
+    drop(dropped);
+    let after_drop = spent();
+    assert!(
+        after_drop.spent_usd > after_break + 0.009,
+        "the client left, the tokens still count"
+    );
+    assert_eq!(after_drop.reserved_usd, 0.0);
+}
+
+#[tokio::test]
+async fn a_failed_call_releases_its_reservation_and_costs_nothing() {
+    let (layer, _) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let service = layer.layer(Scripted::always("p", Act::Fail(503)));
+    assert!(service.oneshot(priced_request()).await.is_err());
+    let day = layer.handle().report().unwrap().day;
+    assert_eq!((day.spent_usd, day.reserved_usd), (0.0, 0.0));
+}
+
+#[tokio::test]
+async fn windows_roll_over_at_utc_midnight_and_month_start() {
+    let ledger = Arc::new(MemoryLedger::default());
+    let (layer, clock) = layer_with(50.0, 500.0, ledger.clone(), NOV_30_23H);
+    let service = layer.layer(Scripted::always("p", Act::Answer));
+    service.clone().oneshot(priced_request()).await.unwrap();
+    let report = layer.handle().report().unwrap();
+    assert_eq!((report.day.spent_usd, report.month.spent_usd), (COST, COST));
+    assert_eq!(report.day.start, "2026-11-30T00:00:00Z");
+
+    clock.0.store(NOV_30_23H + 2 * HOUR, Ordering::SeqCst); // 2026-12-01T01:00Z
+    let report = layer.handle().report().unwrap();
+    assert_eq!((report.day.spent_usd, report.month.spent_usd), (0.0, 0.0));
+    assert_eq!(report.month.start, "2026-12-01T00:00:00Z");
+    assert!(report.month.by_model.is_empty());
+
+    // A restart mid-month starts from what the ledger holds for this window.
+    service.oneshot(priced_request()).await.unwrap();
+    clock.0.store(NOV_30_23H + 30 * HOUR, Ordering::SeqCst); // 2026-12-02T05:00Z
+    let (restarted, _) = layer_with(50.0, 500.0, ledger, NOV_30_23H + 30 * HOUR);
+    let report = restarted.handle().report().unwrap();
+    assert_eq!((report.day.spent_usd, report.month.spent_usd), (0.0, COST));
+}
+
+/// A ledger whose rows become durable only when the test says so.
+#[derive(Default)]
+struct GatedLedger {
+    gates: Mutex<Vec<oneshot::Sender<Result<(), LedgerError>>>>,
+}
+
+impl SpendLedger for GatedLedger {
+    fn append(&self, _: SpendRow) -> Commit {
+        let (sender, receiver) = oneshot::channel();
+        self.gates.lock().unwrap().push(sender);
+        Commit::waiting(receiver)
+    }
+
+    fn spent_since(&self, _: i64) -> Result<i64, LedgerError> {
+        Ok(0)
+    }
+
+    fn breakdown_since(&self, _: i64) -> Result<Breakdown, LedgerError> {
+        Ok(Breakdown::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_answer_waits_until_its_spend_is_durable() {
+    let ledger = Arc::new(GatedLedger::default());
+    let (layer, _) = layer_with(50.0, 500.0, ledger.clone(), NOV_30_23H);
+    let provider = Scripted::new("p", |n| match n {
+        0 => Act::Answer,
+        _ => Act::Stream(vec![delta("hi"), end()]),
+    });
+    let service = layer.layer(provider);
+
+    let mut complete = Box::pin(service.clone().oneshot(priced_request()));
+    let pending = tokio::time::timeout(Duration::from_secs(1), &mut complete).await;
+    assert!(pending.is_err(), "not answered before the ledger commits");
+    ledger.gates.lock().unwrap().remove(0).send(Ok(())).unwrap();
+    assert!(complete.await.is_ok());
+
+    let ChatResponse::Stream(mut stream) = service.oneshot(priced_request()).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(stream.next().await, Some(delta("hi")));
+    let held = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+    assert!(held.is_err(), "the last frame waits for the ledger");
+    ledger.gates.lock().unwrap().remove(0).send(Ok(())).unwrap();
+    assert_eq!(stream.next().await, Some(end()));
+}
