@@ -32,13 +32,13 @@ pub struct Config {
     pub llm_default_model: Option<String>,
     /// OpenAI API key.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
+    pub openai_api_key: Option<Secret>,
     /// Anthropic API key.
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
-    pub anthropic_api_key: Option<String>,
+    pub anthropic_api_key: Option<Secret>,
     /// OpenRouter API key.
     #[arg(long, env = "OPENROUTER_API_KEY", hide_env_values = true)]
-    pub openrouter_api_key: Option<String>,
+    pub openrouter_api_key: Option<Secret>,
     /// OpenAI API base.
     #[arg(long, env = "OPENAI_BASE_URL", default_value = openai::DEFAULT_BASE_URL)]
     pub openai_base_url: BaseUrl,
@@ -223,6 +223,24 @@ impl FromStr for BaseUrl {
     }
 }
 
+/// A key or token: shown nowhere, not even in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// Text that can be sent as an HTTP header value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderText(pub String);
@@ -318,7 +336,7 @@ impl Config {
             ProviderKind::Openrouter => &self.openrouter_api_key,
             ProviderKind::Ollama | ProviderKind::Mock => &None,
         };
-        key.as_deref().filter(|k| !k.trim().is_empty())
+        key.as_ref().map(|k| k.0.as_str()).filter(|k| !k.trim().is_empty())
     }
 
     /// Checks what flags cannot: every configured provider has its key.

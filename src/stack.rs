@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! HTTP:  trace + request id -> CORS -> auth -> body limit -> axum router -> handler
-//! chat:  rate limit -> budget -> metrics -> failover
+//! chat:  metrics -> rate limit -> budget -> failover
 //!          -> [ per provider: metrics -> circuit breaker -> timeout -> provider ]
 //! ```
+//!
+//! The request-level metrics layer sits outermost (DESIGN.md puts it after
+//! the budget) so that it counts rate-limited and budget-refused requests
+//! and measures the whole of the gateway's own overhead.
 
 use std::sync::Arc;
 
@@ -12,13 +16,17 @@ use axum::Router;
 use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
+use chrysalis_middleware::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer, ProviderStats};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{ChatRequest, ChatResponse};
+use prometheus_client::registry::Registry;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::collector::StatusCollector;
 use crate::config::{Config, ConfigError, RateKey};
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
@@ -30,12 +38,35 @@ pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
 pub struct Chat {
     /// The composed chat service.
     pub service: ChatService,
+    /// What `/metrics`, `/v1/providers` and `/v1/usage` read.
+    pub status: Arc<Status>,
+}
+
+/// The state the layers keep, for the read-only routes.
+pub struct Status {
+    /// Every metric family, and the scrape-time collector.
+    pub registry: Registry,
+    /// Each provider, in failover order.
+    pub providers: Vec<ProviderHandle>,
     /// Failover counts per provider.
     pub failover: Failover<ChatService>,
-    /// Each provider's circuit, in failover order.
-    pub circuits: Vec<CircuitHandle>,
     /// Spend and limits.
     pub budget: BudgetHandle,
+}
+
+/// One provider's handles.
+#[derive(Clone)]
+pub struct ProviderHandle {
+    /// Its name.
+    pub name: &'static str,
+    /// `primary` or `fallback`.
+    pub role: &'static str,
+    /// The model it serves when a request does not pick one for it.
+    pub model: String,
+    /// Its circuit.
+    pub circuit: CircuitHandle,
+    /// Its calls, failures and latency.
+    pub stats: Arc<ProviderStats>,
 }
 
 /// The gateway's HTTP application.
@@ -43,18 +74,25 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
     let chat = chat(config)?;
     let state = AppState {
         chat: chat.service,
-        budget: chat.budget,
+        status: chat.status,
         max_body_bytes: config.gateway_max_body_bytes,
     };
-    Ok(http::router(state))
+    let edge = ServiceBuilder::new()
+        // Every request gets an id (or keeps the caller's), logged and echoed back.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id());
+    Ok(http::router(state).layer(edge))
 }
 
 /// The chat path, outer to inner.
 pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
     let prices = Arc::new(prices(config)?);
     let providers = providers::build(config, &prices);
-    let budget = budget(config, &providers, prices)?;
-    let mut circuits = Vec::new();
+    let budget = budget(config, &providers, prices.clone())?;
+    let mut registry = Registry::default();
+    let known_models = prices.models().chain(providers.iter().map(|p| p.model.as_str()));
+    let metrics = Metrics::register(&mut registry, known_models);
+    let mut handles = Vec::new();
     let targets = providers
         .into_iter()
         .enumerate()
@@ -62,24 +100,44 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
             let breaker = CircuitBreakerLayer::new(provider.name)
                 .failure_threshold(config.circuit_failure_threshold)
                 .reset_after(config.circuit_reset());
-            circuits.push(breaker.handle());
-            target(index, provider, breaker, config)
+            let measured = ProviderMetricsLayer::new(&metrics, provider.name);
+            handles.push(ProviderHandle {
+                name: provider.name,
+                role: if index == 0 { "primary" } else { "fallback" },
+                model: provider.model.clone(),
+                circuit: breaker.handle(),
+                stats: measured.stats(),
+            });
+            target(index, provider, measured, breaker, config)
         })
         .collect();
     let failover = Failover::new(targets);
     let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
+        // Outermost, so rejections, in-flight requests and overhead are all seen.
+        .layer(MetricsLayer::new(&metrics))
         // Refuse excess first, before anything is spent on it.
         .layer(rate_limit(config))
         // Reserve the most a call may cost; settle what it did cost, durably.
         .layer(budget)
         // Try providers in order; a stream only until its first chunk.
         .service(failover.clone());
+    let collector = StatusCollector {
+        providers: handles.clone(),
+        failover: failover.clone(),
+        budget: budget_handle.clone(),
+        prices,
+    };
+    registry.register_collector(Box::new(collector));
+    let status = Status {
+        registry,
+        providers: handles,
+        failover,
+        budget: budget_handle,
+    };
     Ok(Chat {
         service: BoxCloneSyncService::new(service),
-        failover,
-        circuits,
-        budget: budget_handle,
+        status: Arc::new(status),
     })
 }
 
@@ -113,8 +171,16 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
 }
 
 /// One provider's own stack.
-fn target(index: usize, provider: Provider, breaker: CircuitBreakerLayer, config: &Config) -> Target<ChatService> {
+fn target(
+    index: usize,
+    provider: Provider,
+    measured: ProviderMetricsLayer,
+    breaker: CircuitBreakerLayer,
+    config: &Config,
+) -> Target<ChatService> {
     let service = ServiceBuilder::new()
+        // Each real call: its latency, tokens, cost and failure.
+        .layer(measured)
         // A dead provider is skipped without a network call.
         .layer(breaker)
         // A silent or stalled upstream becomes a fault the breaker counts.

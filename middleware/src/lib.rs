@@ -27,6 +27,7 @@ pub mod budget;
 pub mod circuit_breaker;
 pub mod failover;
 pub mod fault;
+pub mod metrics;
 pub mod observe;
 pub mod rate_limit;
 #[cfg(test)]

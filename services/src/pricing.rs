@@ -125,6 +125,11 @@ impl PriceTable {
         0.0
     }
 
+    /// The models the table prices by name.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.prices.keys().map(String::as_str)
+    }
+
     /// Calls served by a model with no price.
     pub fn unpriced_calls(&self) -> u64 {
         self.unpriced_calls.load(Ordering::Relaxed)

@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_services::{ChatRequest, ChatStream, Completion, Message, ResponseMeta, Usage};
+use chrysalis_services::{ChatRequest, ChatStream, Chunk, Completion, Message, ProviderError, ResponseMeta, Usage};
 use futures_core::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
+use super::log::RequestLog;
 use super::sse::SseFrames;
 use super::AppState;
 use crate::error::ApiError;
@@ -25,41 +26,79 @@ const COST_HEADER: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
 const LIMIT_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 
-pub(super) async fn complete(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let mut log = RequestLog::start(&headers, "/v1/chat");
+    match answer(&state, body, &mut log).await {
+        Ok(completion) => {
+            log.served(
+                completion.provider,
+                &completion.model,
+                completion.usage,
+                completion.cost_usd,
+            );
+            completion_response(&completion)
+        }
+        Err(error) => {
+            log.failed(None, &error);
+            error.into_response()
+        }
+    }
+}
+
+async fn answer(state: &AppState, body: Body, log: &mut RequestLog) -> Result<Completion, ApiError> {
     let request = read_request(body, state.max_body_bytes, false).await?;
+    log.agent(&request.agent_id);
     let response = state
         .chat
+        .clone()
         .oneshot(request)
         .await
         .map_err(|e| ApiError::from_error(e.as_ref()))?;
-    let completion = response
+    response
         .into_completion()
         .await
-        .map_err(|e| ApiError::from_provider(&e))?;
-    Ok(completion_response(&completion))
+        .map_err(|e| ApiError::from_provider(&e))
 }
 
-pub(super) async fn stream(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn stream(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let mut log = RequestLog::start(&headers, "/v1/chat/stream");
+    match open_stream(&state, body, &mut log).await {
+        Ok((first, chunks)) => {
+            let meta = chunks.meta;
+            let frames = SseFrames::new(first, chunks, log);
+            let mut response = Sse::new(frames)
+                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+                .into_response();
+            meta_headers(meta, response.headers_mut());
+            response
+        }
+        Err(error) => {
+            log.failed(None, &error);
+            error.into_response()
+        }
+    }
+}
+
+/// Calls the stack and reads the first chunk: until then, a failure is
+/// still a plain HTTP error.
+async fn open_stream(
+    state: &AppState,
+    body: Body,
+    log: &mut RequestLog,
+) -> Result<(Option<Result<Chunk, ProviderError>>, ChatStream), ApiError> {
     let request = read_request(body, state.max_body_bytes, true).await?;
+    log.agent(&request.agent_id);
     let response = state
         .chat
+        .clone()
         .oneshot(request)
         .await
         .map_err(|e| ApiError::from_error(e.as_ref()))?;
     let mut chunks = response.into_stream();
-    // Until the first chunk, a failure is still a plain HTTP error.
-    let first = next(&mut chunks).await;
-    let first = match first {
-        Some(Err(e)) => return Err(ApiError::from_provider(&e)),
-        first => first,
-    };
-    let meta = chunks.meta;
-    let frames = SseFrames::new(first, chunks);
-    let mut response = Sse::new(frames)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    meta_headers(meta, response.headers_mut());
-    Ok(response)
+    match next(&mut chunks).await {
+        Some(Err(e)) => Err(ApiError::from_provider(&e)),
+        first => Ok((first, chunks)),
+    }
 }
 
 async fn next(stream: &mut ChatStream) -> Option<<ChatStream as Stream>::Item> {

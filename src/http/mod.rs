@@ -1,26 +1,27 @@
 //! The axum edge: routes, and nothing of LLM logic (that is the chat stack's).
 
 mod chat;
+mod log;
 mod sse;
-mod usage;
+mod status;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use chrysalis_middleware::budget::BudgetHandle;
+use std::sync::Arc;
 
 use crate::error::ApiError;
-use crate::stack::ChatService;
+use crate::stack::{ChatService, Status};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The chat stack.
     pub chat: ChatService,
-    /// Spend and limits, for `/v1/usage`.
-    pub budget: BudgetHandle,
+    /// What the read-only routes show.
+    pub status: Arc<Status>,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
 }
@@ -31,7 +32,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/chat", post(chat::complete))
         .route("/v1/chat/stream", post(chat::stream))
-        .route("/v1/usage", get(usage::usage))
+        .route("/v1/usage", get(status::usage))
+        .route("/v1/providers", get(status::providers))
+        .route("/metrics", get(status::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -9,6 +9,7 @@ use chrysalis_services::{ChatStream, Chunk, ProviderError, Usage};
 use futures_core::Stream;
 use serde::Serialize;
 
+use super::log::RequestLog;
 use crate::error::{ApiError, ErrorDetail};
 
 /// Turns chunks into `data:` frames: one per delta, then a `done` frame with
@@ -17,15 +18,17 @@ pub(super) struct SseFrames {
     first: Option<Result<Chunk, ProviderError>>,
     chunks: ChatStream,
     done: bool,
+    log: RequestLog,
 }
 
 impl SseFrames {
     /// Frames for `chunks`, of which `first` was already read.
-    pub(super) fn new(first: Option<Result<Chunk, ProviderError>>, chunks: ChatStream) -> Self {
+    pub(super) fn new(first: Option<Result<Chunk, ProviderError>>, chunks: ChatStream, log: RequestLog) -> Self {
         Self {
             first,
             chunks,
             done: false,
+            log,
         }
     }
 
@@ -37,26 +40,39 @@ impl SseFrames {
                     content: &text,
                     model,
                     provider,
-                });
+                })
             }
-            Some(Ok(Chunk::End(end))) => json(&DoneFrame {
-                done: true,
-                model,
-                provider,
-                usage: end.usage,
-                cost_usd: end.cost_usd,
-            }),
-            Some(Err(e)) => {
-                tracing::warn!(provider, error = %e, "stream failed after its first chunk");
-                error_frame(&ApiError::from_provider(&e))
+            Some(Ok(Chunk::End(end))) => {
+                self.log.served(provider, model, end.usage, end.cost_usd);
+                json(&DoneFrame {
+                    done: true,
+                    model,
+                    provider,
+                    usage: end.usage,
+                    cost_usd: end.cost_usd,
+                })
             }
-            None => error_frame(&ApiError::from_provider(&ProviderError::cut(
-                provider,
-                "stream ended without its end",
-            ))),
+            Some(Err(e)) => self.error_frame(&e),
+            None => self.error_frame(&ProviderError::cut(provider, "stream ended without its end")),
         };
         self.done = true;
         frame
+    }
+}
+
+impl SseFrames {
+    fn error_frame(&self, error: &ProviderError) -> String {
+        let error = ApiError::from_provider(error);
+        self.log.failed(Some(self.chunks.provider), &error);
+        error_frame(&error)
+    }
+}
+
+impl Drop for SseFrames {
+    fn drop(&mut self) {
+        if !self.done {
+            self.log.cancelled(self.chunks.provider, &self.chunks.model);
+        }
     }
 }
 

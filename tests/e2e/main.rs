@@ -5,7 +5,9 @@ mod support;
 
 mod anthropic;
 mod api;
+mod binary;
 mod budget;
+mod observability;
 mod ollama;
 mod openai;
 mod openrouter;

@@ -40,7 +40,8 @@ use tower::{BoxError, Layer, Service};
 pub use future::ResponseFuture;
 pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
 pub use sqlite::SqliteLedger;
-pub use state::{SystemClock, UsageReport, WallClock, WindowReport};
+pub use state::{SystemClock, Totals, UsageReport, WallClock, WindowReport};
+pub use utc::rfc3339;
 
 use error::{InvalidBudget, LedgerError};
 use state::BudgetState;
@@ -115,6 +116,11 @@ impl BudgetLayer {
 pub struct BudgetHandle(Arc<BudgetState>);
 
 impl BudgetHandle {
+    /// Spend and limits now, without reading the ledger.
+    pub fn totals(&self) -> Totals {
+        self.0.totals()
+    }
+
     /// Spend, limits and what is left, today and this month, by agent and model.
     pub fn report(&self) -> Result<UsageReport, LedgerError> {
         self.0.report()

@@ -163,6 +163,18 @@ impl BudgetState {
         Some(self.ledger.append(row))
     }
 
+    pub(crate) fn totals(&self) -> Totals {
+        let mut windows = self.lock();
+        windows.roll(self.clock.now_ms());
+        Totals {
+            daily_limit_usd: usd(self.daily),
+            monthly_limit_usd: usd(self.monthly),
+            day_spent_usd: usd(windows.day_spent),
+            month_spent_usd: usd(windows.month_spent),
+            reserved_usd: usd(windows.reserved),
+        }
+    }
+
     pub(crate) fn report(&self) -> Result<UsageReport, LedgerError> {
         let windows = {
             let mut windows = self.lock();
@@ -187,6 +199,21 @@ impl BudgetState {
             month: report(windows.month_start_ms, windows.month_spent, self.monthly)?,
         })
     }
+}
+
+/// Spend and limits now, read from memory (cheap enough for every scrape).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Totals {
+    /// The daily limit.
+    pub daily_limit_usd: f64,
+    /// The monthly limit.
+    pub monthly_limit_usd: f64,
+    /// Spent today.
+    pub day_spent_usd: f64,
+    /// Spent this month.
+    pub month_spent_usd: f64,
+    /// Held by calls in flight.
+    pub reserved_usd: f64,
 }
 
 /// Spend, limits and what is left, for today and this month.

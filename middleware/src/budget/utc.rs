@@ -14,8 +14,8 @@ pub(crate) fn month_start(unix: i64) -> i64 {
     days_from_civil(year, month, 1) * DAY
 }
 
-/// `2026-11-28T00:00:00Z` for a unix time.
-pub(crate) fn rfc3339(unix: i64) -> String {
+/// `2026-11-28T00:00:00Z` for a unix time (seconds).
+pub fn rfc3339(unix: i64) -> String {
     let (year, month, day) = civil_from_days(unix.div_euclid(DAY));
     let secs = unix.rem_euclid(DAY);
     format!(

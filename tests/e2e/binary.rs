@@ -1,7 +1,8 @@
-//! The real `gateway` binary: start-up errors and graceful shutdown.
+//! The real `gateway` binary: start-up errors, graceful shutdown, crash safety, logs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn gateway() -> Command {
@@ -84,6 +85,14 @@ fn help_lists_every_variable() {
 struct Running {
     child: Child,
     port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Every line the gateway wrote so far, stdout and stderr.
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Running {
@@ -101,16 +110,31 @@ fn start(envs: &[(&str, &str)]) -> Running {
         .env("GATEWAY_PORT", "0")
         .env("GATEWAY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut running = Running { child, port: 0 };
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let mut running = Running {
+        child,
+        port: 0,
+        logs: logs.clone(),
+    };
+    let stderr = BufReader::new(running.child.stderr.take().unwrap());
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| kept.lock().unwrap().push(l))
+    });
     let mut lines = BufReader::new(running.child.stdout.take().unwrap()).lines();
     while let Some(Ok(line)) = lines.next() {
+        logs.lock().unwrap().push(line.clone());
         let line: serde_json::Value = serde_json::from_str(&line).unwrap();
         if line["message"] == "gateway listening" {
             let addr: std::net::SocketAddr = line["addr"].as_str().unwrap().parse().unwrap();
             // Keep reading, so the gateway's later log lines have somewhere to go.
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| logs.lock().unwrap().push(l)));
             running.port = addr.port();
             return running;
         }
@@ -232,4 +256,82 @@ fn an_unreadable_prices_file_or_ledger_stops_start_up() {
             .env("GATEWAY_DB", "/nonexistent/dir/ledger.db"),
     );
     assert!(stderr.contains("GATEWAY_DB"), "{stderr}");
+}
+
+#[test]
+fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
+    const KEY: &str = "sk-proj-SECRETKEY0123456789";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(crate::support::FakeUpstream::start(|request| {
+        if request.body["messages"][0]["content"] == "fail" {
+            let echo = format!("Incorrect API key provided: {KEY}");
+            crate::support::Reply::json(401, serde_json::json!({"error": {"message": echo}}))
+        } else {
+            crate::support::Reply::json(
+                200,
+                serde_json::json!({"model": "gpt-4o-mini", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+            )
+        }
+    }));
+    let db = std::env::temp_dir().join(format!("chrysalis-logs-{}.db", std::process::id()));
+    let base = format!("{}/v1", fake.url);
+    let mut gateway = start(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", KEY),
+        ("OPENAI_BASE_URL", &base),
+        ("GATEWAY_DB", db.to_str().unwrap()),
+        ("RUST_LOG", "debug"),
+    ]);
+    let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        for content in ["hello", "fail"] {
+            let body = serde_json::json!({"agent_id": "auditor", "messages": [{"role": "user", "content": content}]});
+            let response = client
+                .post(&url)
+                .header("x-request-id", format!("req-{content}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["x-request-id"], format!("req-{content}").as_str());
+            assert!(!response.text().await.unwrap().contains(KEY));
+        }
+    });
+    let pid = gateway.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    gateway.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = gateway.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("\"level\":\"DEBUG\"")),
+        "debug logging is on"
+    );
+    for line in &logs {
+        assert!(
+            !line.contains(KEY) && !line.contains("SECRETKEY"),
+            "a secret leaked: {line}"
+        );
+    }
+    let served = logs
+        .iter()
+        .find(|l| l.contains("req-hello"))
+        .expect("a line for the request");
+    let served: serde_json::Value = serde_json::from_str(served).unwrap();
+    assert_eq!(served["message"], "request served");
+    assert_eq!(
+        (served["agent_id"].as_str(), served["provider"].as_str()),
+        (Some("auditor"), Some("openai"))
+    );
+    assert_eq!(
+        (served["status"].as_u64(), served["completion_tokens"].as_u64()),
+        (Some(200), Some(1))
+    );
+    assert!(served["cost_usd"].as_f64().unwrap() > 0.0 && served["duration_ms"].as_f64().is_some());
+    let failed = logs
+        .iter()
+        .find(|l| l.contains("req-fail"))
+        .expect("a line for the failed request");
+    assert!(failed.contains("\"status\":502"), "{failed}");
 }

@@ -1,0 +1,237 @@
+//! The per-provider layer: OpenTelemetry GenAI operation metrics, and the
+//! calls, failures and latency of `/v1/providers`.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use chrysalis_services::{ChatRequest, ChatResponse, ProviderError, Usage};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service};
+
+use super::families::{CostLabels, Metrics, OperationLabels, TokenLabels};
+use super::latency::ProviderStats;
+use super::upstream;
+use crate::circuit_breaker::error::Open;
+use crate::observe::{observe, Hold, Observer, Outcome};
+use crate::timeout::error::Elapsed;
+
+const OPERATION: &str = "chat";
+
+/// Measures each call to one provider.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProviderMetricsLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    metrics: Metrics,
+    provider: &'static str,
+    stats: Arc<ProviderStats>,
+}
+
+impl ProviderMetricsLayer {
+    /// Records calls to `provider` into `metrics`.
+    pub fn new(metrics: &Metrics, provider: &'static str) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                metrics: metrics.clone(),
+                provider,
+                stats: Arc::default(),
+            }),
+        }
+    }
+
+    /// Calls, failures and latency so far.
+    pub fn stats(&self) -> Arc<ProviderStats> {
+        self.shared.stats.clone()
+    }
+}
+
+impl<S> Layer<S> for ProviderMetricsLayer {
+    type Service = ProviderMetrics<S>;
+
+    fn layer(&self, inner: S) -> ProviderMetrics<S> {
+        ProviderMetrics {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A provider whose calls are measured.
+#[derive(Debug, Clone)]
+pub struct ProviderMetrics<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<ChatRequest> for ProviderMetrics<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Response = ChatResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        ResponseFuture {
+            request_model: request.model.clone(),
+            inner: self.inner.call(request),
+            shared: self.shared.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`ProviderMetrics`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        shared: Arc<Shared>,
+        request_model: Option<String>,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<ChatResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<ChatResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let elapsed = this.started.elapsed();
+        let call = Call {
+            shared: this.shared.clone(),
+            request_model: this.request_model.take(),
+            started: *this.started,
+            answered: Instant::now(),
+        };
+        Poll::Ready(match result {
+            // The breaker refused: no call was made.
+            Err(error) if error.is::<Open>() => Err(error),
+            Err(error) => {
+                upstream::add(elapsed);
+                call.finish("", None, Some(&*error));
+                Err(error)
+            }
+            Ok(ChatResponse::Complete(completion)) => {
+                upstream::add(elapsed);
+                call.finish(&completion.model, Some((completion.usage, completion.cost_usd)), None);
+                Ok(ChatResponse::Complete(completion))
+            }
+            Ok(ChatResponse::Stream(stream)) => {
+                upstream::add(elapsed);
+                let model = stream.model.clone();
+                Ok(observe(ChatResponse::Stream(stream), StreamCall { call, model }))
+            }
+        })
+    }
+}
+
+/// One call, measured when it ends.
+struct Call {
+    shared: Arc<Shared>,
+    request_model: Option<String>,
+    started: Instant,
+    answered: Instant,
+}
+
+impl Call {
+    fn labels(&self, response_model: &str, error_type: &'static str) -> OperationLabels {
+        let metrics = &self.shared.metrics;
+        let request_model = self.request_model.as_deref().unwrap_or(response_model);
+        OperationLabels {
+            gen_ai_operation_name: OPERATION,
+            gen_ai_provider_name: self.shared.provider,
+            gen_ai_request_model: metrics.model_label(request_model),
+            gen_ai_response_model: metrics.model_label(response_model),
+            error_type,
+        }
+    }
+
+    fn finish(&self, model: &str, spent: Option<(Usage, f64)>, error: Option<&(dyn StdError + 'static)>) {
+        let elapsed = self.started.elapsed();
+        let error_type = error.map_or("", error_type);
+        let families = &self.shared.metrics.0;
+        let labels = self.labels(model, error_type);
+        families
+            .operation_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.shared.stats.record(elapsed, error.is_some());
+        let Some((usage, cost_usd)) = spent else { return };
+        for (token_type, count) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)] {
+            let labels = TokenLabels {
+                gen_ai_operation_name: OPERATION,
+                gen_ai_provider_name: labels.gen_ai_provider_name,
+                gen_ai_request_model: labels.gen_ai_request_model.clone(),
+                gen_ai_response_model: labels.gen_ai_response_model.clone(),
+                gen_ai_token_type: token_type,
+            };
+            families.token_usage.get_or_create(&labels).observe(count as f64);
+        }
+        let labels = CostLabels {
+            provider: self.shared.provider,
+            model: labels.gen_ai_response_model,
+        };
+        families.cost.get_or_create(&labels).inc_by(cost_usd);
+    }
+}
+
+struct StreamCall {
+    call: Call,
+    model: String,
+}
+
+impl Observer for StreamCall {
+    fn first_chunk(&mut self) {
+        let now = Instant::now();
+        // Waiting for the first chunk is waiting on the upstream too.
+        upstream::add(now.saturating_duration_since(self.call.answered));
+        let labels = self.call.labels(&self.model, "");
+        let to_first = now.saturating_duration_since(self.call.started);
+        self.call
+            .shared
+            .metrics
+            .0
+            .time_to_first_chunk
+            .get_or_create(&labels)
+            .observe(to_first.as_secs_f64());
+    }
+
+    fn finish(self, outcome: Outcome<'_>) -> Option<Hold> {
+        match outcome {
+            Outcome::Completed { usage, cost_usd } => self.call.finish(&self.model, Some((usage, cost_usd)), None),
+            Outcome::Failed { error, .. } => self.call.finish(&self.model, None, Some(error)),
+            Outcome::Dropped { .. } => self.call.finish(&self.model, None, None),
+        }
+        None
+    }
+}
+
+/// A bounded name for a failure.
+fn error_type(error: &(dyn StdError + 'static)) -> &'static str {
+    if let Some(error) = error.downcast_ref::<ProviderError>() {
+        error.kind_name()
+    } else if error.is::<Elapsed>() {
+        "timeout"
+    } else {
+        "error"
+    }
+}

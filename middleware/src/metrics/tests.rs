@@ -1,0 +1,61 @@
+use std::time::Duration;
+
+use chrysalis_services::ChatResponse;
+use futures_util::StreamExt;
+use prometheus_client::registry::Registry;
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+use super::{Metrics, MetricsLayer, ProviderMetricsLayer};
+use crate::test_support::*;
+
+fn sample(registry: &Registry, series: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let line = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+    line.unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn overhead_leaves_out_the_time_spent_waiting_on_the_upstream() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let slow = Act::After(Duration::from_secs(3), Box::new(Act::Answer));
+    let service = ServiceBuilder::new()
+        .layer(MetricsLayer::new(&metrics))
+        .layer(ProviderMetricsLayer::new(&metrics, "p"))
+        .service(Scripted::always("p", slow));
+    service.oneshot(request()).await.unwrap();
+    assert_eq!(sample(&registry, "gateway_overhead_seconds_count"), 1.0);
+    assert!(sample(&registry, "gateway_overhead_seconds_sum") < 0.001);
+    let duration = r#"gen_ai_client_operation_duration_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="p",gen_ai_request_model="m",gen_ai_response_model="m",error_type=""}"#;
+    assert_eq!(sample(&registry, duration), 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_counts_as_an_error_with_its_type() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let layer = ProviderMetricsLayer::new(&metrics, "p");
+    let stats = layer.stats();
+    let cut = Err(chrysalis_services::ProviderError::cut("p", "eof"));
+    let service =
+        MetricsLayer::new(&metrics).layer(layer.layer(Scripted::always("p", Act::Stream(vec![delta("a"), cut]))));
+    let ChatResponse::Stream(stream) = service.oneshot(request()).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(sample(&registry, "gateway_open_streams"), 1.0);
+    let _: Vec<_> = stream.collect().await;
+    assert_eq!(sample(&registry, "gateway_open_streams"), 0.0);
+    let failed = r#"gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="p",gen_ai_request_model="gpt-4o",gen_ai_response_model="gpt-4o",error_type="cut"}"#;
+    assert_eq!(sample(&registry, failed), 1.0);
+    assert_eq!(
+        sample(
+            &registry,
+            r#"gateway_requests_total{provider="p",model="gpt-4o",outcome="error"}"#
+        ),
+        1.0
+    );
+    assert_eq!((stats.snapshot().calls, stats.snapshot().failures), (1, 1));
+}
