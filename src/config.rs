@@ -96,6 +96,23 @@ pub struct Config {
     /// Mock provider: fail every call with a 503.
     #[arg(long, env = "MOCK_FAIL", default_value = "false", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub mock_fail: bool,
+    /// Bearer tokens (comma-separated) every /v1/* request must carry one of; empty: no auth.
+    #[arg(long, env = "GATEWAY_AUTH_TOKEN", hide_env_values = true)]
+    pub gateway_auth_token: Option<Tokens>,
+    /// Browser origins allowed by CORS, exact, comma-separated; `*` allows any.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        default_value = "http://localhost:3000,http://localhost:8080"
+    )]
+    pub cors_allowed_origins: Origins,
+    /// Requests in flight at most (streams count until they end); past it, 503 at once.
+    #[arg(long, env = "GATEWAY_MAX_INFLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gateway_max_inflight: u64,
+    /// How long a client may take to send a request's headers, and how long an
+    /// idle keep-alive connection stays open, in ms.
+    #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gateway_header_timeout_ms: u64,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub gateway_max_body_bytes: usize,
@@ -241,6 +258,59 @@ impl FromStr for Secret {
     }
 }
 
+/// Auth tokens, comma-separated; shown nowhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens(pub Vec<String>);
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} redacted tokens>", self.0.len())
+    }
+}
+
+impl FromStr for Tokens {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let tokens = s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(Self(tokens))
+    }
+}
+
+/// CORS origins: exact origins, or any (`*`, only when set explicitly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// Any origin.
+    Any,
+    /// These origins, exactly.
+    List(Vec<http::HeaderValue>),
+}
+
+impl FromStr for Origins {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "*" {
+            return Ok(Self::Any);
+        }
+        let origins = s.split(',').map(str::trim).filter(|o| !o.is_empty());
+        let parsed = origins
+            .map(|origin| match origin.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/" => {
+                    http::HeaderValue::from_str(origin.trim_end_matches('/')).map_err(|e| e.to_string())
+                }
+                _ => Err(format!("`{origin}` is not an origin like https://app.example.com")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self::List(parsed))
+    }
+}
+
 /// Text that can be sent as an HTTP header value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderText(pub String);
@@ -363,6 +433,19 @@ impl Config {
     /// How long an open circuit waits before a probe.
     pub fn circuit_reset(&self) -> Duration {
         Duration::from_millis(self.circuit_reset_time_ms)
+    }
+
+    /// The tokens that open /v1/*, if auth is on.
+    pub fn auth_tokens(&self) -> Option<&[String]> {
+        self.gateway_auth_token
+            .as_ref()
+            .map(|t| t.0.as_slice())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// How long a client may take to send headers, or keep an idle connection.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_header_timeout_ms)
     }
 
     /// The grace period for in-flight work at shutdown.

@@ -1,11 +1,16 @@
-//! Serving: bind, run, and shut down gracefully within a bounded grace period.
+//! Serving: accept connections with bounded header and idle times, and shut
+//! down gracefully within a bounded grace period.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -19,37 +24,64 @@ pub async fn run(config: Config, app: Router) -> Result<(), String> {
     let addr = listener.local_addr().unwrap_or(addr);
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
     tracing::info!(%addr, providers = ?order, "gateway listening");
-    serve(listener, app, shutdown_signal(), config.shutdown_grace())
+    if !addr.ip().is_loopback() && config.auth_tokens().is_none() {
+        tracing::warn!(%addr, "listening beyond this machine with no GATEWAY_AUTH_TOKEN: anyone who can reach it can spend your budget");
+    }
+    serve(listener, app, shutdown_signal(), &config)
         .await
         .map_err(|e| format!("error: the server failed: {e}"))
 }
 
 /// Serves `app` until `shutdown` resolves, then waits for open requests and
-/// streams at most `grace` before returning.
-pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, grace: Duration) -> io::Result<()>
+/// streams at most the grace period before returning.
+///
+/// A client must send a request's headers within the header timeout, and an
+/// idle keep-alive connection is closed after it too, so slow or idle
+/// clients cannot hold connections forever.
+pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, config: &Config) -> io::Result<()>
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: Future<Output = ()>,
 {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections");
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
-    let deadline = async move {
-        match stopping_rx.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("grace period over: closing the connections still open");
-            Ok(())
-        }
+    // HTTP/1.1 only: the clients of an LLM gateway speak it, and it lets the
+    // header timeout cover a connection from its first byte (HTTP version
+    // sniffing would wait on a silent client without a deadline).
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection closed with an error");
+            }
+        });
     }
+    drop(listener);
+    let grace = config.shutdown_grace();
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("every connection finished"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the connections still open"),
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -11,11 +11,16 @@
 //! and measures the whole of the gateway's own overhead.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderName, Method};
 use axum::Router;
+use chrysalis_middleware::auth::BearerAuthLayer;
 use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
+use chrysalis_middleware::inflight::InFlightLimitLayer;
 use chrysalis_middleware::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer, ProviderStats};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_middleware::timeout::TimeoutLayer;
@@ -24,10 +29,11 @@ use chrysalis_services::{ChatRequest, ChatResponse};
 use prometheus_client::registry::Registry;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
-use crate::config::{Config, ConfigError, RateKey};
+use crate::config::{Config, ConfigError, Origins, RateKey};
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
 
@@ -77,11 +83,46 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         status: chat.status,
         max_body_bytes: config.gateway_max_body_bytes,
     };
+    let auth = config
+        .auth_tokens()
+        .map(|tokens| BearerAuthLayer::new(tokens).expect("empty tokens are dropped when parsed"));
     let edge = ServiceBuilder::new()
         // Every request gets an id (or keeps the caller's), logged and echoed back.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::x_request_id());
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Browsers: preflights answered here, before auth; every answer readable.
+        .layer(cors(config))
+        // Overload is answered 503 at once; a stream holds its place until it ends.
+        .layer(InFlightLimitLayer::new(config.gateway_max_inflight as usize))
+        // /v1/* needs a bearer token; /healthz and /metrics stay open.
+        .option_layer(auth);
+    // The body limit is applied where bodies are read (`http::chat`), so it answers in JSON.
     Ok(http::router(state).layer(edge))
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = match &config.cors_allowed_origins {
+        Origins::Any => AllowOrigin::any(),
+        Origins::List(origins) => AllowOrigin::list(origins.iter().cloned()),
+    };
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            header("x-agent-id"),
+            header("x-request-id"),
+        ])
+        .expose_headers([
+            header("x-request-id"),
+            RETRY_AFTER,
+            header("x-gateway-cost-usd"),
+            header("x-ratelimit-limit-requests"),
+            header("x-ratelimit-remaining-requests"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// The chat path, outer to inner.

@@ -23,10 +23,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod budget;
 pub mod circuit_breaker;
 pub mod failover;
 pub mod fault;
+pub mod inflight;
 pub mod metrics;
 pub mod observe;
 pub mod rate_limit;

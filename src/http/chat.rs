@@ -4,7 +4,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{KeepAlive, Sse};
@@ -155,14 +155,24 @@ struct ChatBody {
 }
 
 async fn read_request(body: Body, limit: usize, stream: bool) -> Result<ChatRequest, ApiError> {
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
-        Err(e) => return Err(ApiError::invalid_request(format!("could not read the body: {e}"))),
-    };
+    let bytes = read_body(body, limit).await?;
     let body: ChatBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
     body.into_request(stream)
+}
+
+/// The whole body, refused with 413 past `limit`: at once when its declared
+/// length is over (before a `100 Continue`, so a careful client sends nothing),
+/// else as soon as what arrives is.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::payload_too_large(limit)),
+        Err(e) => Err(ApiError::invalid_request(format!("could not read the body: {e}"))),
+    }
 }
 
 impl ChatBody {

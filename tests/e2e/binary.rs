@@ -74,6 +74,10 @@ fn help_lists_every_variable() {
         "GATEWAY_DB",
         "CIRCUIT_FAILURE_THRESHOLD",
         "CIRCUIT_RESET_TIME_MS",
+        "GATEWAY_AUTH_TOKEN",
+        "CORS_ALLOWED_ORIGINS",
+        "GATEWAY_MAX_INFLIGHT",
+        "GATEWAY_HEADER_TIMEOUT_MS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -104,9 +108,10 @@ impl Drop for Running {
 
 /// Starts the binary on a free port and waits for its "listening" log line.
 fn start(envs: &[(&str, &str)]) -> Running {
-    let child = gateway()
+    let mut command = gateway();
+    command.env("GATEWAY_HOST", "127.0.0.1");
+    let child = command
         .envs(envs.iter().copied())
-        .env("GATEWAY_HOST", "127.0.0.1")
         .env("GATEWAY_PORT", "0")
         .env("GATEWAY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -334,4 +339,35 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
         .find(|l| l.contains("req-fail"))
         .expect("a line for the failed request");
     assert!(failed.contains("\"status\":502"), "{failed}");
+}
+
+#[test]
+fn listening_beyond_loopback_without_a_token_is_warned_about() {
+    let db = std::env::temp_dir().join(format!("chrysalis-warn-{}.db", std::process::id()));
+    let db = db.to_str().unwrap();
+    let open = start(&[
+        ("LLM_PROVIDER", "mock"),
+        ("GATEWAY_HOST", "0.0.0.0"),
+        ("GATEWAY_DB", db),
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        open.logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("no GATEWAY_AUTH_TOKEN")),
+        "{:?}",
+        open.logs()
+    );
+    drop(open);
+    let guarded = start(&[
+        ("LLM_PROVIDER", "mock"),
+        ("GATEWAY_HOST", "0.0.0.0"),
+        ("GATEWAY_DB", db),
+        ("GATEWAY_AUTH_TOKEN", "tok"),
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!guarded.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
+    let local = start(&[("LLM_PROVIDER", "mock"), ("GATEWAY_DB", db)]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!local.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
 }

@@ -7,6 +7,7 @@ mod anthropic;
 mod api;
 mod binary;
 mod budget;
+mod edge;
 mod observability;
 mod ollama;
 mod openai;

@@ -1,7 +1,7 @@
 //! The real router, served over real HTTP on 127.0.0.1.
 
 use chrysalis_gateway::config::Config;
-use chrysalis_gateway::stack;
+use chrysalis_gateway::{server, stack};
 use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -45,11 +45,15 @@ impl Gateway {
         let app = stack::app(&config).expect("the gateway starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { server::serve(listener, app, std::future::pending(), &config).await });
         Self {
             url,
             client: reqwest::Client::new(),
         }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
