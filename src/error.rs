@@ -29,6 +29,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Each provider tried, for upstream failures.
     pub attempts: Vec<Attempt>,
+    /// The request parameter at fault, if one is.
+    pub param: Option<String>,
 }
 
 /// One provider call that failed.
@@ -86,7 +88,40 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             attempts: Vec::new(),
+            param: None,
         }
+    }
+
+    /// 400 for a parameter the gateway does not support: named, never dropped.
+    pub fn unsupported(param: impl Into<String>, why: &str) -> Self {
+        let param = param.into();
+        let message = format!("`{param}` is not supported by this gateway: {why}");
+        Self {
+            param: Some(param),
+            ..Self::invalid_request(message)
+        }
+    }
+
+    /// The response in OpenAI's error shape: `{"error": {"message", "type", "code", "param"}}`.
+    pub fn into_openai_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            400 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "insufficient_quota",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            _ => "api_error",
+        };
+        let body = serde_json::json!({"error": {
+            "message": self.message, "type": kind, "code": self.kind, "param": self.param,
+        }});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 
     /// 400: the request is malformed.

@@ -1,5 +1,6 @@
 //! `POST /v1/chat` and `POST /v1/chat/stream`.
 
+use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrysalis_services::{ChatRequest, ChatStream, Chunk, Completion, Message, ProviderError, ResponseMeta, Usage};
@@ -28,15 +29,29 @@ const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remain
 
 pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat");
-    match answer(&state, body, &mut log).await {
-        Ok(completion) => {
-            log.served(
-                completion.provider,
-                &completion.model,
-                completion.usage,
-                completion.cost_usd,
-            );
-            completion_response(&completion)
+    let answer = async {
+        let request = read_request(body, state.max_body_bytes, false).await?;
+        call_complete(&state, request, &mut log).await
+    };
+    match answer.await {
+        Ok(completion) => completion_response(&completion),
+        Err(error) => {
+            log.failed(None, &error);
+            error.into_response()
+        }
+    }
+}
+
+pub(super) async fn stream(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let mut log = RequestLog::start(&headers, "/v1/chat/stream");
+    let opened = async {
+        let request = read_request(body, state.max_body_bytes, true).await?;
+        call_stream(&state, request, &mut log).await
+    };
+    match opened.await {
+        Ok((first, chunks)) => {
+            let meta = chunks.meta;
+            sse_response(SseFrames::new(first, chunks, log), meta)
         }
         Err(error) => {
             log.failed(None, &error);
@@ -45,8 +60,12 @@ pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, 
     }
 }
 
-async fn answer(state: &AppState, body: Body, log: &mut RequestLog) -> Result<Completion, ApiError> {
-    let request = read_request(body, state.max_body_bytes, false).await?;
+/// Calls the stack for a whole answer, and logs it.
+pub(super) async fn call_complete(
+    state: &AppState,
+    request: ChatRequest,
+    log: &mut RequestLog,
+) -> Result<Completion, ApiError> {
     log.agent(&request.agent_id);
     let response = state
         .chat
@@ -54,39 +73,29 @@ async fn answer(state: &AppState, body: Body, log: &mut RequestLog) -> Result<Co
         .oneshot(request)
         .await
         .map_err(|e| ApiError::from_error(e.as_ref()))?;
-    response
+    let completion = response
         .into_completion()
         .await
-        .map_err(|e| ApiError::from_provider(&e))
+        .map_err(|e| ApiError::from_provider(&e))?;
+    log.served(
+        completion.provider,
+        &completion.model,
+        completion.usage,
+        completion.cost_usd,
+    );
+    Ok(completion)
 }
 
-pub(super) async fn stream(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let mut log = RequestLog::start(&headers, "/v1/chat/stream");
-    match open_stream(&state, body, &mut log).await {
-        Ok((first, chunks)) => {
-            let meta = chunks.meta;
-            let frames = SseFrames::new(first, chunks, log);
-            let mut response = Sse::new(frames)
-                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-                .into_response();
-            meta_headers(meta, response.headers_mut());
-            response
-        }
-        Err(error) => {
-            log.failed(None, &error);
-            error.into_response()
-        }
-    }
-}
+/// The first chunk of a stream, already read, and the rest.
+pub(super) type Opened = (Option<Result<Chunk, ProviderError>>, ChatStream);
 
-/// Calls the stack and reads the first chunk: until then, a failure is
-/// still a plain HTTP error.
-async fn open_stream(
+/// Calls the stack for a stream and reads its first chunk: until then, a
+/// failure is still a plain HTTP error.
+pub(super) async fn call_stream(
     state: &AppState,
-    body: Body,
+    request: ChatRequest,
     log: &mut RequestLog,
-) -> Result<(Option<Result<Chunk, ProviderError>>, ChatStream), ApiError> {
-    let request = read_request(body, state.max_body_bytes, true).await?;
+) -> Result<Opened, ApiError> {
     log.agent(&request.agent_id);
     let response = state
         .chat
@@ -99,6 +108,18 @@ async fn open_stream(
         Some(Err(e)) => Err(ApiError::from_provider(&e)),
         first => Ok((first, chunks)),
     }
+}
+
+/// An SSE response of `frames`, with keep-alive comments for idle proxies.
+pub(super) fn sse_response<S>(frames: S, meta: ResponseMeta) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(frames)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    meta_headers(meta, response.headers_mut());
+    response
 }
 
 async fn next(stream: &mut ChatStream) -> Option<<ChatStream as Stream>::Item> {
@@ -122,11 +143,16 @@ fn completion_response(completion: &Completion) -> Response {
         cost_usd: completion.cost_usd,
     };
     let mut response = Json(body).into_response();
-    if let Ok(cost) = HeaderValue::try_from(completion.cost_usd.to_string()) {
-        response.headers_mut().insert(COST_HEADER, cost);
-    }
-    meta_headers(completion.meta, response.headers_mut());
+    completion_headers(completion, response.headers_mut());
     response
+}
+
+/// The cost and what the layers learned, for clients that read headers.
+pub(super) fn completion_headers(completion: &Completion, headers: &mut HeaderMap) {
+    if let Ok(cost) = HeaderValue::try_from(completion.cost_usd.to_string()) {
+        headers.insert(COST_HEADER, cost);
+    }
+    meta_headers(completion.meta, headers);
 }
 
 /// What the layers learned, as OpenAI-style headers.

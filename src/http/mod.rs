@@ -2,6 +2,8 @@
 
 mod chat;
 mod log;
+mod openai;
+mod openai_sse;
 mod sse;
 mod status;
 
@@ -32,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/chat", post(chat::complete))
         .route("/v1/chat/stream", post(chat::stream))
+        .route("/v1/chat/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
         .route("/v1/usage", get(status::usage))
         .route("/v1/providers", get(status::providers))
         .route("/metrics", get(status::metrics))

@@ -11,5 +11,6 @@ mod edge;
 mod observability;
 mod ollama;
 mod openai;
+mod openai_compat;
 mod openrouter;
 mod resilience;

@@ -1,0 +1,192 @@
+//! The chunks of a streamed `/v1/chat/completions`: a role chunk, content
+//! chunks, a chunk with the finish reason, a usage chunk when asked for
+//! (`stream_options.include_usage`), then `data: [DONE]`. A stream cut after
+//! it started ends with `data: {"error": ...}` and no `[DONE]`, so SDKs raise.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::response::sse::Event;
+use chrysalis_services::{ChatStream, Chunk, ProviderError, StreamEnd, Usage};
+use futures_core::Stream;
+use serde::Serialize;
+
+use super::log::RequestLog;
+use crate::error::ApiError;
+
+/// The id and creation time every chunk of one response repeats.
+pub(super) struct CompletionId {
+    pub(super) id: String,
+    pub(super) created: u64,
+}
+
+/// Turns chunks into OpenAI `chat.completion.chunk` events.
+pub(super) struct OpenAiFrames {
+    id: CompletionId,
+    include_usage: bool,
+    first: Option<Option<Result<Chunk, ProviderError>>>,
+    chunks: ChatStream,
+    pending: VecDeque<Event>,
+    done: bool,
+    log: RequestLog,
+}
+
+impl OpenAiFrames {
+    pub(super) fn new(
+        id: CompletionId,
+        include_usage: bool,
+        first: Option<Result<Chunk, ProviderError>>,
+        chunks: ChatStream,
+        log: RequestLog,
+    ) -> Self {
+        let mut frames = Self {
+            id,
+            include_usage,
+            first: Some(first),
+            chunks,
+            pending: VecDeque::with_capacity(4),
+            done: false,
+            log,
+        };
+        let role = frames.chunk(
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+            },
+            None,
+        );
+        frames.pending.push_back(role);
+        frames
+    }
+
+    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&str>) -> Event {
+        self.event(&ChunkBody {
+            id: &self.id.id,
+            object: "chat.completion.chunk",
+            created: self.id.created,
+            model: &self.chunks.model,
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }],
+            usage: None,
+        })
+    }
+
+    fn event<T: Serialize>(&self, body: &T) -> Event {
+        Event::default().data(serde_json::to_string(body).expect("chunks always serialise"))
+    }
+
+    fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {
+        match item {
+            Some(Ok(Chunk::Delta(text))) => {
+                let event = self.chunk(
+                    Delta {
+                        role: None,
+                        content: Some(&text),
+                    },
+                    None,
+                );
+                self.pending.push_back(event);
+            }
+            Some(Ok(Chunk::End(end))) => self.end(end),
+            Some(Err(error)) => self.fail(&error),
+            None => self.fail(&ProviderError::cut(
+                self.chunks.provider,
+                "stream ended without its end",
+            )),
+        }
+    }
+
+    fn end(&mut self, end: StreamEnd) {
+        self.log
+            .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
+        let reason = end.finish_reason.as_deref().unwrap_or("stop");
+        let finish = self.chunk(
+            Delta {
+                role: None,
+                content: None,
+            },
+            Some(reason),
+        );
+        self.pending.push_back(finish);
+        if self.include_usage {
+            let usage = self.event(&ChunkBody {
+                id: &self.id.id,
+                object: "chat.completion.chunk",
+                created: self.id.created,
+                model: &self.chunks.model,
+                choices: Vec::new(),
+                usage: Some(end.usage),
+            });
+            self.pending.push_back(usage);
+        }
+        self.pending.push_back(Event::default().data("[DONE]"));
+        self.done = true;
+    }
+
+    fn fail(&mut self, error: &ProviderError) {
+        let error = ApiError::from_provider(error);
+        self.log.failed(Some(self.chunks.provider), &error);
+        let body = serde_json::json!({"error": {"message": error.message, "type": "api_error", "code": error.kind}});
+        self.pending.push_back(self.event(&body));
+        self.done = true;
+    }
+}
+
+impl Drop for OpenAiFrames {
+    fn drop(&mut self) {
+        if !self.done {
+            self.log.cancelled(self.chunks.provider, &self.chunks.model);
+        }
+    }
+}
+
+impl Stream for OpenAiFrames {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let item = match self.first.take() {
+                Some(first) => first,
+                None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
+            };
+            self.on(item);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
