@@ -90,6 +90,9 @@ pub struct Config {
     /// The embedded spend ledger (SQLite).
     #[arg(long, env = "GATEWAY_DB", default_value = "gateway.db")]
     pub gateway_db: PathBuf,
+    /// `normal`: spend survives a crash or kill -9 of the process; `full`: power loss too (an fsync per commit).
+    #[arg(long, env = "GATEWAY_DB_SYNC", value_enum, default_value_t = DbSync::Normal)]
+    pub gateway_db_sync: DbSync,
     /// Mock provider: wait this long before every answer.
     #[arg(long, env = "MOCK_LATENCY_MS", default_value_t = 0)]
     pub mock_latency_ms: u64,
@@ -119,6 +122,9 @@ pub struct Config {
     /// How long in-flight requests and streams may run on after SIGTERM/SIGINT.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub gateway_shutdown_grace_ms: u64,
+    /// Threads serving requests (0: one per core).
+    #[arg(long, env = "GATEWAY_WORKERS", default_value_t = 0)]
+    pub gateway_workers: usize,
     /// Log lines as `text` or `json` (filter with RUST_LOG).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub gateway_log_format: LogFormat,
@@ -346,6 +352,15 @@ fn positive(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number")),
     }
+}
+
+/// How hard the ledger pushes each commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbSync {
+    /// Durable against a process crash (SQLite `synchronous=NORMAL` in WAL mode).
+    Normal,
+    /// Durable against power loss (`synchronous=FULL`).
+    Full,
 }
 
 /// How log lines look.

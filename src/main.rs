@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.gateway_log_format);
+    let _flush_logs_at_exit = logging::init(config.gateway_log_format);
     let app = match stack::app(&config) {
         Ok(app) => app,
         Err(error) => {
@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.gateway_workers > 0 {
+        runtime.worker_threads(config.gateway_workers);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

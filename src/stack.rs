@@ -17,7 +17,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderName, Method};
 use axum::Router;
 use chrysalis_middleware::auth::BearerAuthLayer;
-use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, SqliteLedger};
+use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Durability, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
@@ -33,7 +33,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
-use crate::config::{Config, ConfigError, Origins, RateKey};
+use crate::config::{Config, ConfigError, DbSync, Origins, RateKey};
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
 
@@ -201,7 +201,11 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
         .expect("limits were checked when the configuration was parsed");
     budget.models = providers.iter().map(|p| p.model.clone()).collect();
     budget.default_max_tokens = config.llm_budget_default_max_tokens;
-    let ledger = SqliteLedger::open(&config.gateway_db).map_err(|e| ConfigError {
+    let durability = match config.gateway_db_sync {
+        DbSync::Normal => Durability::ProcessCrash,
+        DbSync::Full => Durability::PowerLoss,
+    };
+    let ledger = SqliteLedger::open(&config.gateway_db, durability).map_err(|e| ConfigError {
         variable: "GATEWAY_DB",
         problem: e.to_string(),
     })?;

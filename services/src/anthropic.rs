@@ -15,7 +15,7 @@ use http::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Role, Usage};
-use crate::client::ProviderConfig;
+use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol, SseParser};
@@ -46,14 +46,14 @@ pub struct Anthropic {
 
 #[derive(Debug)]
 struct Inner {
-    endpoint: String,
+    endpoint: Endpoint,
     config: ProviderConfig,
 }
 
 impl Anthropic {
     /// An Anthropic service.
     pub fn new(config: ProviderConfig) -> Self {
-        let endpoint = format!("{}/v1/messages", config.base_url);
+        let endpoint = config.endpoint("/v1/messages");
         Self {
             inner: Arc::new(Inner { endpoint, config }),
         }
@@ -81,7 +81,7 @@ impl Inner {
         let mut http = self
             .config
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.url(NAME)?)
             .header(CONTENT_TYPE, "application/json")
             .header("anthropic-version", API_VERSION)
             .body(body);

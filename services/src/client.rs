@@ -68,6 +68,12 @@ impl ProviderConfig {
         self
     }
 
+    /// `path` under the base URL, parsed once (reqwest would parse a string on every call).
+    pub(crate) fn endpoint(&self, path: &str) -> Endpoint {
+        let url = format!("{}{path}", self.base_url);
+        Endpoint(reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a URL: {e}")))
+    }
+
     pub(crate) fn model<'a>(&'a self, requested: &'a Option<String>) -> &'a str {
         requested.as_deref().unwrap_or(&self.default_model)
     }
@@ -121,6 +127,18 @@ impl ProviderConfig {
             clean = clean.replace(key, "[redacted]");
         }
         clean
+    }
+}
+
+/// A provider's URL, or why its base URL is unusable.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint(Result<reqwest::Url, String>);
+
+impl Endpoint {
+    pub(crate) fn url(&self, provider: &'static str) -> Result<reqwest::Url, ProviderError> {
+        self.0
+            .clone()
+            .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e)))
     }
 }
 

@@ -13,7 +13,7 @@ use http::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
-use crate::client::ProviderConfig;
+use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol};
@@ -38,14 +38,14 @@ pub struct Ollama {
 
 #[derive(Debug)]
 struct Inner {
-    endpoint: String,
+    endpoint: Endpoint,
     config: ProviderConfig,
 }
 
 impl Ollama {
     /// An Ollama service.
     pub fn new(config: ProviderConfig) -> Self {
-        let endpoint = format!("{}/api/chat", config.base_url);
+        let endpoint = config.endpoint("/api/chat");
         Self {
             inner: Arc::new(Inner { endpoint, config }),
         }
@@ -82,7 +82,7 @@ impl Inner {
         let http = self
             .config
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.url(NAME)?)
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("a request always serialises"));
         let response = self.config.send(NAME, http).await?;

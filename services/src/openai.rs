@@ -14,7 +14,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
-use crate::client::ProviderConfig;
+use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol, SseParser};
@@ -42,7 +42,7 @@ pub struct OpenAiCompatible {
 #[derive(Debug)]
 struct Inner {
     provider: &'static str,
-    endpoint: String,
+    endpoint: Endpoint,
     config: ProviderConfig,
     dialect: Dialect,
 }
@@ -64,7 +64,7 @@ impl OpenAiCompatible {
     }
 
     pub(crate) fn new(provider: &'static str, config: ProviderConfig, dialect: Dialect) -> Self {
-        let endpoint = format!("{}/chat/completions", config.base_url);
+        let endpoint = config.endpoint("/chat/completions");
         Self {
             inner: Arc::new(Inner {
                 provider,
@@ -96,7 +96,7 @@ impl Inner {
         let mut http = self
             .config
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.url(self.provider)?)
             .header(CONTENT_TYPE, "application/json")
             .body(self.body(&model, &request));
         if let Some(key) = &self.config.api_key {

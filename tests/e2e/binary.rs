@@ -343,12 +343,16 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
 
 #[test]
 fn listening_beyond_loopback_without_a_token_is_warned_about() {
-    let db = std::env::temp_dir().join(format!("chrysalis-warn-{}.db", std::process::id()));
-    let db = db.to_str().unwrap();
+    // One ledger file per gateway: the ledger holds its file exclusively.
+    let db = |n: u32| {
+        let path = std::env::temp_dir().join(format!("chrysalis-warn-{}-{n}.db", std::process::id()));
+        path.to_str().unwrap().to_owned()
+    };
+    let (db1, db2, db3) = (db(1), db(2), db(3));
     let open = start(&[
         ("LLM_PROVIDER", "mock"),
         ("GATEWAY_HOST", "0.0.0.0"),
-        ("GATEWAY_DB", db),
+        ("GATEWAY_DB", &db1),
     ]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -362,12 +366,12 @@ fn listening_beyond_loopback_without_a_token_is_warned_about() {
     let guarded = start(&[
         ("LLM_PROVIDER", "mock"),
         ("GATEWAY_HOST", "0.0.0.0"),
-        ("GATEWAY_DB", db),
+        ("GATEWAY_DB", &db2),
         ("GATEWAY_AUTH_TOKEN", "tok"),
     ]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(!guarded.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
-    let local = start(&[("LLM_PROVIDER", "mock"), ("GATEWAY_DB", db)]);
+    let local = start(&[("LLM_PROVIDER", "mock"), ("GATEWAY_DB", &db3)]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(!local.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
 }

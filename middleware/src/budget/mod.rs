@@ -39,7 +39,7 @@ use tower::{BoxError, Layer, Service};
 
 pub use future::ResponseFuture;
 pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
-pub use sqlite::SqliteLedger;
+pub use sqlite::{Durability, SqliteLedger};
 pub use state::{SystemClock, Totals, UsageReport, WallClock, WindowReport};
 pub use utc::rfc3339;
 

@@ -156,7 +156,8 @@ impl BudgetState {
         let mut windows = self.lock();
         windows.roll(self.clock.now_ms());
         windows.reserved -= estimate;
-        let row = row.filter(|r| r.cost_nanos > 0 || r.input_tokens + r.output_tokens > 0)?;
+        // Free calls (local models, unpriced ones) change no budget: no row.
+        let row = row.filter(|r| r.cost_nanos > 0)?;
         windows.day_spent += row.cost_nanos;
         windows.month_spent += row.cost_nanos;
         // Appended under the lock, so the ledger's order is the spend's order.
