@@ -81,8 +81,15 @@ where
     S: Service<ChatRequest, Response = ChatResponse> + Clone,
     S::Error: std::fmt::Debug,
 {
+    bench_request(c, name, service, request());
+}
+
+fn bench_request<S>(c: &mut Criterion, name: &str, service: S, request: ChatRequest)
+where
+    S: Service<ChatRequest, Response = ChatResponse> + Clone,
+    S::Error: std::fmt::Debug,
+{
     let rt = runtime();
-    let request = request();
     c.bench_function(name, |b| {
         b.to_async(&rt).iter(|| {
             let service = service.clone();
@@ -162,7 +169,11 @@ fn whole_stack(c: &mut Criterion) {
     config.gateway_db = db;
     let chat = stack::chat(&config).unwrap();
     bench(c, "stack/mock provider alone", Mock::new(MockConfig::default()));
-    bench(c, "stack/whole chat stack over the mock", chat.service);
+    // A priced model: the call's spend is committed to the ledger before it answers.
+    bench(c, "stack/whole chat stack over the mock, priced (durable ledger write)", chat.service.clone());
+    let mut free = request();
+    free.model = Some("mock-1".into());
+    bench_request(c, "stack/whole chat stack over the mock, free model", chat.service, free);
 }
 
 /// A stream of `n` deltas and its end, known in advance.

@@ -96,6 +96,10 @@ impl PriceTable {
     /// The price of `model`: its own, or its family's for a dated or
     /// `-latest` name, or its vendor's for an OpenRouter `vendor/model` name.
     pub fn lookup(&self, model: &str) -> Option<Price> {
+        // Most names are already lowercase and exact: no allocation for them.
+        if let Some(price) = self.prices.get(model) {
+            return Some(*price);
+        }
         let lower = model.to_ascii_lowercase();
         if let Some(price) = self.prices.get(&lower) {
             return Some(*price);

@@ -266,6 +266,7 @@ fn an_unreadable_prices_file_or_ledger_stops_start_up() {
 #[test]
 fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     const KEY: &str = "sk-proj-SECRETKEY0123456789";
+    const TOKEN: &str = "gateway-token-SECRET-42";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = runtime.block_on(crate::support::FakeUpstream::start(|request| {
         if request.body["messages"][0]["content"] == "fail" {
@@ -287,6 +288,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
         ("OPENAI_BASE_URL", &base),
         ("GATEWAY_DB", db.to_str().unwrap()),
         ("RUST_LOG", "debug"),
+        ("GATEWAY_AUTH_TOKEN", TOKEN),
     ]);
     let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
     runtime.block_on(async {
@@ -295,6 +297,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
             let body = serde_json::json!({"agent_id": "auditor", "messages": [{"role": "user", "content": content}]});
             let response = client
                 .post(&url)
+                .bearer_auth(TOKEN)
                 .header("x-request-id", format!("req-{content}"))
                 .json(&body)
                 .send()
@@ -315,7 +318,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     );
     for line in &logs {
         assert!(
-            !line.contains(KEY) && !line.contains("SECRETKEY"),
+            !line.contains(KEY) && !line.contains("SECRETKEY") && !line.contains(TOKEN),
             "a secret leaked: {line}"
         );
     }

@@ -13,20 +13,6 @@ fn answer(prompt: u64, completion: u64) -> Reply {
     )
 }
 
-async fn gateway(fake: &FakeUpstream, extra: &[&str]) -> Gateway {
-    let base = format!("{}/v1", fake.url);
-    let mut args = vec![
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-    ];
-    args.push(&base);
-    args.extend_from_slice(extra);
-    Gateway::start(&args).await
-}
-
 fn as_agent(agent: &str, model: &str) -> Value {
     let mut body = hello(Some(model));
     body["agent_id"] = agent.into();
@@ -36,7 +22,7 @@ fn as_agent(agent: &str, model: &str) -> Value {
 #[tokio::test]
 async fn a_call_that_could_pass_the_budget_is_refused_with_402_before_any_provider() {
     let fake = FakeUpstream::always(answer(10, 10)).await;
-    let gateway = gateway(&fake, &["--llm-daily-budget-usd", "0.0001"]).await;
+    let gateway = Gateway::openai(&fake, &["--llm-daily-budget-usd", "0.0001"]).await;
     let (status, body) = gateway.chat(hello(None)).await;
     assert_eq!(status, 402);
     assert_eq!(body["error"]["type"], "budget_exceeded");
@@ -54,7 +40,7 @@ async fn a_call_that_could_pass_the_budget_is_refused_with_402_before_any_provid
 #[tokio::test]
 async fn usage_reports_spend_by_agent_and_model_with_limits_and_what_is_left() {
     let fake = FakeUpstream::always(answer(1_000, 500)).await;
-    let gateway = gateway(
+    let gateway = Gateway::openai(
         &fake,
         &["--llm-daily-budget-usd", "2", "--llm-monthly-budget-usd", "20"],
     )
@@ -89,7 +75,7 @@ async fn a_streams_spend_is_settled_when_it_ends() {
                 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500}}\n\n\
                 data: [DONE]\n\n";
     let fake = FakeUpstream::always(Reply::sse(body, 32)).await;
-    let gateway = gateway(&fake, &[]).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     let frames = gateway.stream(hello(Some("gpt-4o-mini"))).await.frames();
     assert_close(assert_whole(&frames, "hi", 1000, 500), 0.000_45);
     let usage: Value = gateway.get("/v1/usage").send().await.unwrap().json().await.unwrap();

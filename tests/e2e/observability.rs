@@ -37,20 +37,7 @@ const OP: &str = r#"gen_ai_operation_name="chat",gen_ai_provider_name="openai",g
 #[tokio::test]
 async fn counters_match_known_traffic_exactly() {
     let fake = FakeUpstream::always(answer()).await;
-    let base = format!("{}/v1", fake.url);
-    let gateway = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-        &base,
-        "--gateway-rate-rps",
-        "0.01",
-        "--gateway-rate-burst",
-        "3",
-    ])
-    .await;
+    let gateway = Gateway::openai(&fake, &["--gateway-rate-rps", "0.01", "--gateway-rate-burst", "3"]).await;
     for _ in 0..3 {
         assert_eq!(gateway.chat(hello(None)).await.0, 200);
     }
@@ -86,16 +73,7 @@ async fn streams_count_time_to_first_chunk_and_close_when_done() {
     let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
                 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":15,\"completion_tokens\":8}}\n\ndata: [DONE]\n\n";
     let fake = FakeUpstream::always(Reply::sse(body, 40)).await;
-    let base = format!("{}/v1", fake.url);
-    let gateway = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-        &base,
-    ])
-    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     gateway.stream(hello(None)).await.frames();
     let text = scrape(&gateway).await;
     let first = format!(r#"gen_ai_client_operation_time_to_first_chunk_seconds_count{{{OP},error_type=""}}"#);
@@ -124,20 +102,7 @@ async fn random_model_names_cannot_create_unbounded_series() {
 #[tokio::test]
 async fn providers_show_calls_failures_failovers_circuits_and_latency() {
     let fake = FakeUpstream::always(Reply::whole(503, "text/plain", "down")).await;
-    let base = format!("{}/v1", fake.url);
-    let gateway = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-        &base,
-        "--llm-fallbacks",
-        "mock",
-        "--circuit-failure-threshold",
-        "2",
-    ])
-    .await;
+    let gateway = Gateway::openai(&fake, &["--llm-fallbacks", "mock", "--circuit-failure-threshold", "2"]).await;
     for _ in 0..3 {
         assert_eq!(gateway.chat(hello(None)).await.1["provider"], "mock");
     }

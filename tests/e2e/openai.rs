@@ -4,20 +4,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const KEY: &str = "sk-test-openai-0123456789";
-
-async fn gateway(fake: &FakeUpstream) -> Gateway {
-    let base = format!("{}/v1", fake.url);
-    Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        KEY,
-        "--openai-base-url",
-        &base,
-    ])
-    .await
-}
+const KEY: &str = OPENAI_KEY;
 
 fn completion(text: &str) -> Value {
     json!({
@@ -60,7 +47,7 @@ const COST_15_8: f64 = (15.0 * 0.15 + 8.0 * 0.60) / 1e6;
 #[tokio::test]
 async fn a_complete_call_is_priced_and_sent_in_openai_format() {
     let fake = FakeUpstream::always(Reply::json(200, completion("Hello! How can I help?"))).await;
-    let gateway = gateway(&fake).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     let response = gateway.post("/v1/chat").json(&hello(None)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let cost_header: f64 = response.headers()["x-gateway-cost-usd"]
@@ -100,7 +87,7 @@ async fn a_stream_split_across_reads_with_crlf_arrives_whole() {
     body.push_str(&usage_chunk());
     body.push_str("data: [DONE]\r\n\r\n");
     let fake = FakeUpstream::always(Reply::sse(&body, 7)).await;
-    let gateway = gateway(&fake).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
 
     let frames = gateway.stream(hello(Some("gpt-4o-mini"))).await.frames();
     let cost = assert_whole(&frames, "Hello! ✓", 15, 8);
@@ -120,7 +107,7 @@ async fn an_error_event_mid_stream_ends_with_an_error_frame() {
     let mut body = stream_body(&["Hel"]);
     body.push_str("data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n");
     let fake = FakeUpstream::always(Reply::sse(&body, 64)).await;
-    let frames = gateway(&fake).await.stream(hello(None)).await.frames();
+    let frames = Gateway::openai(&fake, &[]).await.stream(hello(None)).await.frames();
     let message = assert_cut(&frames, "Hel");
     assert!(message.contains("The server had an error"), "{message}");
 }
@@ -131,7 +118,7 @@ async fn a_stream_cut_before_done_is_an_error_not_a_success() {
         let mut body = stream_body(&["Hel", "lo"]);
         body.push_str(&usage_chunk());
         let fake = FakeUpstream::always(Reply::sse(&body, 50).framing(framing)).await;
-        let frames = gateway(&fake).await.stream(hello(None)).await.frames();
+        let frames = Gateway::openai(&fake, &[]).await.stream(hello(None)).await.frames();
         let message = assert_cut(&frames, "Hello");
         assert!(message.contains("cut short"), "{framing:?}: {message}");
     }
@@ -140,7 +127,7 @@ async fn a_stream_cut_before_done_is_an_error_not_a_success() {
 #[tokio::test]
 async fn a_non_json_5xx_is_a_502_on_both_endpoints() {
     let fake = FakeUpstream::always(Reply::whole(502, "text/html", "<html>Bad Gateway</html>")).await;
-    let gateway = gateway(&fake).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     let (status, body) = gateway.chat(hello(None)).await;
     assert_eq!(status, 502);
     assert_eq!(body["error"]["type"], "upstream_error");
@@ -162,7 +149,7 @@ async fn a_non_json_5xx_is_a_502_on_both_endpoints() {
 async fn a_429_keeps_the_upstream_status_and_message() {
     let error = json!({"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests", "code": "rate_limit_exceeded"}});
     let fake = FakeUpstream::always(Reply::json(429, error)).await;
-    let (status, body) = gateway(&fake).await.chat(hello(None)).await;
+    let (status, body) = Gateway::openai(&fake, &[]).await.chat(hello(None)).await;
     assert_eq!(status, 502);
     let attempt = &body["error"]["attempts"][0];
     assert_eq!(
@@ -176,7 +163,7 @@ async fn a_429_keeps_the_upstream_status_and_message() {
 async fn an_upstream_bad_request_is_the_clients_400() {
     let error = json!({"error": {"message": "The model `gpt-9` does not exist", "type": "invalid_request_error"}});
     let fake = FakeUpstream::always(Reply::json(404, error)).await;
-    let (status, body) = gateway(&fake).await.chat(hello(Some("gpt-9"))).await;
+    let (status, body) = Gateway::openai(&fake, &[]).await.chat(hello(Some("gpt-9"))).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request");
     assert!(body["error"]["message"].as_str().unwrap().contains("does not exist"));
@@ -186,7 +173,7 @@ async fn an_upstream_bad_request_is_the_clients_400() {
 async fn the_key_never_appears_in_an_error() {
     let echo = format!("Incorrect API key provided: {KEY}. You can find your API key at ...");
     let fake = FakeUpstream::always(Reply::json(401, json!({"error": {"message": echo}}))).await;
-    let gateway = gateway(&fake).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     let response = gateway.post("/v1/chat").json(&hello(None)).send().await.unwrap();
     assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();

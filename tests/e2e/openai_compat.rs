@@ -113,16 +113,7 @@ async fn the_sdk_streams_with_a_final_usage_chunk() {
                 data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo!\"},\"finish_reason\":\"stop\"}]}\n\n\
                 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
     let fake = FakeUpstream::always(Reply::sse(body, 13)).await;
-    let base = format!("{}/v1", fake.url);
-    let gateway = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-        &base,
-    ])
-    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
     let mut stream = sdk(&gateway)
         .chat()
         .create_stream(request("gpt-4o-mini", true))

@@ -35,20 +35,6 @@ fn down() -> Reply {
     Reply::whole(503, "text/plain", "upstream unavailable")
 }
 
-async fn with_fallback(primary: &FakeUpstream, extra: &[&str]) -> Gateway {
-    let base = format!("{}/v1", primary.url);
-    let mut args = vec![
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        "sk-test-1234567890",
-        "--openai-base-url",
-    ];
-    args.push(&base);
-    args.extend_from_slice(extra);
-    Gateway::start(&args).await
-}
-
 #[tokio::test]
 async fn a_complete_call_fails_over_to_a_pinned_fallback() {
     let primary = FakeUpstream::always(down()).await;
@@ -56,7 +42,7 @@ async fn a_complete_call_fails_over_to_a_pinned_fallback() {
         "content": [{"type": "text", "text": "from claude"}], "stop_reason": "end_turn",
         "usage": {"input_tokens": 10, "output_tokens": 3}});
     let fallback = FakeUpstream::always(Reply::json(200, answer)).await;
-    let gateway = with_fallback(
+    let gateway = Gateway::openai(
         &primary,
         &[
             "--llm-fallbacks",
@@ -85,7 +71,7 @@ async fn a_complete_call_fails_over_to_a_pinned_fallback() {
 #[tokio::test]
 async fn a_stream_that_breaks_before_its_first_chunk_fails_over() {
     let primary = FakeUpstream::always(Reply::sse(&openai_sse(&[], false), 8).framing(Framing::Close)).await;
-    let gateway = with_fallback(&primary, &["--llm-fallbacks", "mock"]).await;
+    let gateway = Gateway::openai(&primary, &["--llm-fallbacks", "mock"]).await;
     let frames = gateway.stream(hello(None)).await.frames();
     assert_eq!(frames[0]["provider"], "mock");
     assert_whole(&frames, "Hello from the mock provider! You said: Hello", 6, 12);
@@ -94,7 +80,7 @@ async fn a_stream_that_breaks_before_its_first_chunk_fails_over() {
 #[tokio::test]
 async fn a_stream_that_breaks_after_text_reached_the_client_is_not_failed_over() {
     let primary = FakeUpstream::always(Reply::sse(&openai_sse(&["Hel"], false), 8).framing(Framing::Close)).await;
-    let gateway = with_fallback(&primary, &["--llm-fallbacks", "mock"]).await;
+    let gateway = Gateway::openai(&primary, &["--llm-fallbacks", "mock"]).await;
     let frames = gateway.stream(hello(None)).await.frames();
     assert_eq!(frames[0]["provider"], "openai");
     assert_cut(&frames, "Hel");
@@ -109,7 +95,7 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
         _ => openai_answer("back"),
     })
     .await;
-    let gateway = with_fallback(
+    let gateway = Gateway::openai(
         &primary,
         &[
             "--llm-fallbacks",
@@ -141,7 +127,7 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
 #[tokio::test]
 async fn all_circuits_open_is_a_503_with_retry_after() {
     let primary = FakeUpstream::always(down()).await;
-    let gateway = with_fallback(&primary, &["--circuit-failure-threshold", "1"]).await;
+    let gateway = Gateway::openai(&primary, &["--circuit-failure-threshold", "1"]).await;
     assert_eq!(gateway.chat(hello(None)).await.0, 502);
     let response = gateway.post("/v1/chat").json(&hello(None)).send().await.unwrap();
     assert_eq!(response.status(), 503);
@@ -153,14 +139,14 @@ async fn all_circuits_open_is_a_503_with_retry_after() {
 #[tokio::test]
 async fn a_silent_upstream_is_a_504_or_fails_over() {
     let primary = FakeUpstream::always(openai_answer("late").delay(Duration::from_secs(5))).await;
-    let alone = with_fallback(&primary, &["--llm-timeout-ms", "200"]).await;
+    let alone = Gateway::openai(&primary, &["--llm-timeout-ms", "200"]).await;
     let (status, body) = alone.chat(hello(None)).await;
     assert_eq!(
         (status.as_u16(), body["error"]["type"].as_str()),
         (504, Some("upstream_timeout"))
     );
 
-    let backed = with_fallback(&primary, &["--llm-timeout-ms", "200", "--llm-fallbacks", "mock"]).await;
+    let backed = Gateway::openai(&primary, &["--llm-timeout-ms", "200", "--llm-fallbacks", "mock"]).await;
     let (status, body) = backed.chat(hello(None)).await;
     assert_eq!((status.as_u16(), body["provider"].as_str()), (200, Some("mock")));
 }
@@ -169,7 +155,7 @@ async fn a_silent_upstream_is_a_504_or_fails_over() {
 async fn a_stalled_stream_ends_with_a_timeout_frame() {
     let body = openai_sse(&["Hel", "lo"], true);
     let primary = FakeUpstream::always(Reply::sse(&body, body.len() / 3 + 1).stall_after(1)).await;
-    let gateway = with_fallback(&primary, &["--llm-timeout-ms", "300"]).await;
+    let gateway = Gateway::openai(&primary, &["--llm-timeout-ms", "300"]).await;
     let frames = gateway.stream(hello(None)).await.frames();
     let last = frames.last().unwrap();
     assert_eq!(last["error"]["type"], "upstream_timeout", "{frames:?}");

@@ -6,6 +6,9 @@ use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+/// The OpenAI key the tests configure.
+pub const OPENAI_KEY: &str = "sk-test-openai-0123456789";
+
 pub struct Gateway {
     pub url: String,
     client: reqwest::Client,
@@ -50,6 +53,21 @@ impl Gateway {
             url,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// A gateway whose primary is OpenAI at `fake`, with `extra` flags.
+    pub async fn openai(fake: &super::FakeUpstream, extra: &[&str]) -> Self {
+        let base = format!("{}/v1", fake.url);
+        let mut args = vec![
+            "--llm-provider",
+            "openai",
+            "--openai-api-key",
+            OPENAI_KEY,
+            "--openai-base-url",
+            &base,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args).await
     }
 
     pub fn client(&self) -> &reqwest::Client {
