@@ -170,10 +170,19 @@ fn whole_stack(c: &mut Criterion) {
     let chat = stack::chat(&config).unwrap();
     bench(c, "stack/mock provider alone", Mock::new(MockConfig::default()));
     // A priced model: the call's spend is committed to the ledger before it answers.
-    bench(c, "stack/whole chat stack over the mock, priced (durable ledger write)", chat.service.clone());
+    bench(
+        c,
+        "stack/whole chat stack over the mock, priced (durable ledger write)",
+        chat.service.clone(),
+    );
     let mut free = request();
     free.model = Some("mock-1".into());
-    bench_request(c, "stack/whole chat stack over the mock, free model", chat.service, free);
+    bench_request(
+        c,
+        "stack/whole chat stack over the mock, free model",
+        chat.service,
+        free,
+    );
 }
 
 /// A stream of `n` deltas and its end, known in advance.
