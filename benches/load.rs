@@ -3,7 +3,13 @@
 //!
 //! `cargo bench --bench load` prints one table: requests/s, p50 and p99
 //! latency, the latency the gateway adds, and its peak RSS; then the memory
-//! of 1,000 concurrent open streams. Set `LOAD_SECONDS` to measure longer.
+//! of 1,000 concurrent open streams.
+//!
+//! Knobs, for comparing runs: `LOAD_SECONDS` (per row, default 3),
+//! `LOAD_MODEL` (default gpt-4o-mini, priced, so each call commits to the
+//! ledger; an unpriced name skips the ledger), `LOAD_PROVIDER=mock` (the
+//! gateway without its upstream hop), `LOAD_LOG=<file>` (keep the gateway's
+//! log), and `RUST_LOG`, `GATEWAY_WORKERS`, `GATEWAY_DB_SYNC`, passed on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
