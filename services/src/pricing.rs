@@ -100,8 +100,12 @@ impl PriceTable {
         if let Some(price) = self.prices.get(model) {
             return Some(*price);
         }
-        let lower = model.to_ascii_lowercase();
-        if let Some(price) = self.prices.get(&lower) {
+        let lower = if model.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(model.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(model)
+        };
+        if let Some(price) = self.prices.get(lower.as_ref()) {
             return Some(*price);
         }
         if lower.ends_with(":free") {
@@ -110,7 +114,7 @@ impl PriceTable {
                 output_per_mtok: 0.0,
             });
         }
-        let bare = lower.rsplit_once('/').map_or(lower.as_str(), |(_, name)| name);
+        let bare = lower.rsplit_once('/').map_or(lower.as_ref(), |(_, name)| name);
         let price = self.prices.get(bare).or_else(|| self.prices.get(family(bare)));
         price.copied()
     }
@@ -146,13 +150,23 @@ fn family(model: &str) -> &str {
     if let Some(base) = model.strip_suffix("-latest") {
         return base;
     }
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let parts: Vec<&str> = model.rsplitn(4, '-').collect();
-    match parts.as_slice() {
-        [d, m, y, base] if y.len() == 4 && m.len() == 2 && d.len() == 2 && digits(y) && digits(m) && digits(d) => base,
-        [date, ..] if date.len() == 8 && digits(date) => &model[..model.len() - 9],
-        _ => model,
+    // `-YYYY-MM-DD` (11 bytes) or `-YYYYMMDD` (9 bytes) at the end.
+    let bytes = model.as_bytes();
+    let is_date = |tail: &[u8], dashes: &[usize]| {
+        tail.iter().enumerate().all(|(i, &b)| {
+            if dashes.contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+    };
+    for (len, dashes) in [(11, &[0usize, 5, 8][..]), (9, &[0usize][..])] {
+        if bytes.len() > len && is_date(&bytes[bytes.len() - len..], dashes) {
+            return &model[..model.len() - len];
+        }
     }
+    model
 }
 
 #[cfg(test)]

@@ -156,8 +156,7 @@ impl BudgetState {
         let mut windows = self.lock();
         windows.roll(self.clock.now_ms());
         windows.reserved -= estimate;
-        // Free calls (local models, unpriced ones) change no budget: no row.
-        let row = row.filter(|r| r.cost_nanos > 0)?;
+        let row = row?;
         windows.day_spent += row.cost_nanos;
         windows.month_spent += row.cost_nanos;
         // Appended under the lock, so the ledger's order is the spend's order.
@@ -258,16 +257,18 @@ impl Reservation {
     /// Records what the call really cost and releases the rest.
     pub(crate) fn settle(mut self, provider: &str, model: &str, usage: Usage, cost_usd: f64) -> Option<Commit> {
         self.settled = true;
-        let row = SpendRow {
+        let cost_nanos = nanos(cost_usd);
+        // A free call changes no budget: it is only released, and writes no row.
+        let row = (cost_nanos > 0).then(|| SpendRow {
             at_ms: self.state.clock.now_ms(),
             agent_id: self.agent_id.to_string(),
             provider: provider.to_owned(),
             model: model.to_owned(),
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
-            cost_nanos: nanos(cost_usd),
-        };
-        self.state.settle(self.estimate, Some(row))
+            cost_nanos,
+        });
+        self.state.settle(self.estimate, row)
     }
 
     /// A call cut short after `chars` of text: the tokens it used are estimated and charged.

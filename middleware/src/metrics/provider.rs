@@ -176,19 +176,26 @@ impl Call {
             .observe(elapsed.as_secs_f64());
         self.shared.stats.record(elapsed, error.is_some());
         let Some((usage, cost_usd)) = spent else { return };
-        for (token_type, count) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)] {
-            let labels = TokenLabels {
-                gen_ai_operation_name: OPERATION,
-                gen_ai_provider_name: labels.gen_ai_provider_name,
-                gen_ai_request_model: labels.gen_ai_request_model.clone(),
-                gen_ai_response_model: labels.gen_ai_response_model.clone(),
-                gen_ai_token_type: token_type,
-            };
-            families.token_usage.get_or_create(&labels).observe(count as f64);
-        }
+        // One label set, its strings moved along, never copied.
+        let mut tokens = TokenLabels {
+            gen_ai_operation_name: OPERATION,
+            gen_ai_provider_name: labels.gen_ai_provider_name,
+            gen_ai_request_model: labels.gen_ai_request_model,
+            gen_ai_response_model: labels.gen_ai_response_model,
+            gen_ai_token_type: "input",
+        };
+        families
+            .token_usage
+            .get_or_create(&tokens)
+            .observe(usage.prompt_tokens as f64);
+        tokens.gen_ai_token_type = "output";
+        families
+            .token_usage
+            .get_or_create(&tokens)
+            .observe(usage.completion_tokens as f64);
         let labels = CostLabels {
             provider: self.shared.provider,
-            model: labels.gen_ai_response_model,
+            model: tokens.gen_ai_response_model,
         };
         families.cost.get_or_create(&labels).inc_by(cost_usd);
     }
