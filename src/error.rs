@@ -137,10 +137,11 @@ impl ApiError {
 
     /// Any error the chat stack returns: the one place each becomes a status.
     pub fn from_error(error: &(dyn StdError + 'static)) -> Self {
-        let message = error.to_string();
         if let Some(error) = error.downcast_ref::<ProviderError>() {
-            Self::from_provider(error)
-        } else if let Some(all) = error.downcast_ref::<AllFailed>() {
+            return Self::from_provider(error);
+        }
+        let message = error.to_string();
+        if let Some(all) = error.downcast_ref::<AllFailed>() {
             Self::all_failed(all, message)
         } else if error.is::<BudgetExceeded>() {
             Self::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)

@@ -16,6 +16,9 @@ pub const MAX_MODELS: usize = 64;
 /// The label of every model beyond the bound.
 const OTHER: &str = "other";
 
+/// The provider and model label of a request no provider served.
+pub(crate) const NONE: &str = "none";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OperationLabels {
     pub(crate) gen_ai_operation_name: &'static str,
@@ -148,7 +151,8 @@ struct ModelNames {
 impl ModelNames {
     fn new<'a>(known: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            known: known.into_iter().map(str::to_owned).collect(),
+            // `none` labels refused requests; it must not take a slot of the bound.
+            known: known.into_iter().chain([NONE]).map(str::to_owned).collect(),
             seen: Mutex::default(),
         }
     }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use super::families::{Metrics, RequestLabels};
+use super::families::{Metrics, RequestLabels, NONE};
 use super::upstream;
 use crate::budget::error::BudgetExceeded;
 use crate::failover::error::AllOpen;
@@ -127,7 +127,7 @@ where
                 Ok(observe(ChatResponse::Stream(stream), outcome))
             }
             Err(error) => {
-                count(metrics, "none", "none", outcome_of(&*error));
+                count(metrics, NONE, NONE, outcome_of(&*error));
                 Err(error)
             }
         })
