@@ -297,6 +297,15 @@ async fn main() {
         .unwrap_or(3.0);
     let upstream = start_upstream();
     let gateway = start_gateway(upstream).await;
+    if std::env::var_os("LOAD_SERVE").is_some() {
+        // For profiling with an outside load tool (wrk, perf): serve, print, wait.
+        println!(
+            "upstream http://{upstream}  gateway {} (pid {})",
+            gateway.url,
+            gateway.child.id()
+        );
+        return std::future::pending().await;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(2048)
         .tcp_nodelay(true)

@@ -11,13 +11,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Role, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
+use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
 /// The provider's name in responses, metrics and errors.
@@ -80,29 +80,19 @@ impl Inner {
         let body = serde_json::to_vec(&WireRequest::new(&model, &request)).expect("a request always serialises");
         let mut http = self
             .config
-            .client
-            .post(self.endpoint.url(NAME)?)
-            .header(CONTENT_TYPE, "application/json")
-            .header("anthropic-version", API_VERSION)
-            .body(body);
+            .post(NAME, &self.endpoint)?
+            .header("anthropic-version", API_VERSION);
         if let Some(key) = &self.config.api_key {
-            let mut value = http::HeaderValue::try_from(key.as_str()).map_err(|_| {
-                ProviderError::new(
-                    NAME,
-                    ErrorKind::InvalidRequest("the API key is not a valid header".into()),
-                )
-            })?;
-            value.set_sensitive(true);
-            http = http.header("x-api-key", value);
+            http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
         }
-        let response = self.config.send(NAME, http).await?;
+        let response = self.config.send(NAME, http, body).await?;
         let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = EventProtocol {
                 sse: SseParser::default(),
                 tally,
             };
-            let chunks = DecodeStream::new(NAME, response.bytes_stream(), protocol);
+            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
         }
         let wire: WireResponse = self.config.json(NAME, response).await?;

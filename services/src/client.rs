@@ -2,12 +2,16 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::error::{ErrorKind, ProviderError};
 use crate::pricing::PriceTable;
+use crate::upstream::{http_client, read_body, read_error_body, HttpClient};
 
 /// Where a network provider lives and how it is called.
 #[derive(Clone)]
@@ -19,7 +23,7 @@ pub struct ProviderConfig {
     /// The model used when a request names none.
     pub default_model: String,
     /// The process's shared HTTP client.
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     /// What this provider's models cost.
     pub prices: Arc<PriceTable>,
 }
@@ -56,7 +60,7 @@ impl ProviderConfig {
 
     /// Shares `client` (one per process keeps connections pooled).
     #[must_use]
-    pub fn client(mut self, client: reqwest::Client) -> Self {
+    pub fn client(mut self, client: HttpClient) -> Self {
         self.client = client;
         self
     }
@@ -68,31 +72,77 @@ impl ProviderConfig {
         self
     }
 
-    /// `path` under the base URL, parsed once (reqwest would parse a string on every call).
+    /// `path` under the base URL, parsed once.
     pub(crate) fn endpoint(&self, path: &str) -> Endpoint {
         let url = format!("{}{path}", self.base_url);
-        Endpoint(reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a URL: {e}")))
+        let uri =
+            url.parse::<http::Uri>()
+                .map_err(|e| e.to_string())
+                .and_then(|uri| match (uri.scheme_str(), uri.host()) {
+                    (Some("http" | "https"), Some(_)) => Ok(uri),
+                    _ => Err("an http:// or https:// URL with a host is needed".to_owned()),
+                });
+        Endpoint(uri.map_err(|e| format!("`{url}` is not a URL: {e}")))
+    }
+
+    /// A JSON POST to `endpoint`, with the key as a bearer token if there is one.
+    pub(crate) fn post(
+        &self,
+        provider: &'static str,
+        endpoint: &Endpoint,
+    ) -> Result<http::request::Builder, ProviderError> {
+        Ok(http::Request::post(endpoint.uri(provider)?)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json")))
+    }
+
+    /// `key` as a header value that logs and debug output never show.
+    pub(crate) fn secret_header(&self, provider: &'static str, value: String) -> Result<HeaderValue, ProviderError> {
+        let mut value = HeaderValue::try_from(value).map_err(|_| {
+            ProviderError::new(
+                provider,
+                ErrorKind::InvalidRequest("the API key is not a valid header".into()),
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// Adds `Authorization: Bearer <key>` when there is a key.
+    pub(crate) fn bearer(
+        &self,
+        provider: &'static str,
+        request: http::request::Builder,
+    ) -> Result<http::request::Builder, ProviderError> {
+        Ok(match &self.api_key {
+            Some(key) => request.header(AUTHORIZATION, self.secret_header(provider, format!("Bearer {key}"))?),
+            None => request,
+        })
     }
 
     pub(crate) fn model<'a>(&'a self, requested: &'a Option<String>) -> &'a str {
         requested.as_deref().unwrap_or(&self.default_model)
     }
 
-    /// Sends `request`; a non-2xx answer becomes [`ErrorKind::Status`].
+    /// Sends `request` with `body`; a non-2xx answer becomes [`ErrorKind::Status`].
     pub(crate) async fn send(
         &self,
         provider: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let response = request
-            .send()
+        request: http::request::Builder,
+        body: Vec<u8>,
+    ) -> Result<http::Response<Incoming>, ProviderError> {
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e.to_string())))?;
+        let response = self
+            .client
+            .send(request)
             .await
-            .map_err(|e| ProviderError::new(provider, send_error(&e)))?;
+            .map_err(|kind| ProviderError::new(provider, kind))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_error_body(response.into_body()).await;
         let message = self.redact(&upstream_message(&body));
         Err(ProviderError::new(
             provider,
@@ -107,12 +157,11 @@ impl ProviderConfig {
     pub(crate) async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         provider: &'static str,
-        response: reqwest::Response,
+        response: http::Response<Incoming>,
     ) -> Result<T, ProviderError> {
-        let body = response
-            .bytes()
+        let body = read_body(response.into_body())
             .await
-            .map_err(|e| ProviderError::cut(provider, describe(&e)))?;
+            .map_err(|e| ProviderError::cut(provider, e))?;
         serde_json::from_slice(&body).map_err(|e| ProviderError::new(provider, ErrorKind::Protocol(e.to_string())))
     }
 
@@ -132,24 +181,14 @@ impl ProviderConfig {
 
 /// A provider's URL, or why its base URL is unusable.
 #[derive(Debug, Clone)]
-pub(crate) struct Endpoint(Result<reqwest::Url, String>);
+pub(crate) struct Endpoint(Result<http::Uri, String>);
 
 impl Endpoint {
-    pub(crate) fn url(&self, provider: &'static str) -> Result<reqwest::Url, ProviderError> {
+    pub(crate) fn uri(&self, provider: &'static str) -> Result<http::Uri, ProviderError> {
         self.0
             .clone()
             .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e)))
     }
-}
-
-/// The process's one HTTP client: pooled keep-alive connections to every upstream.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .expect("the TLS backend initialises")
 }
 
 fn looks_like_key(word: &str) -> bool {
@@ -157,20 +196,9 @@ fn looks_like_key(word: &str) -> bool {
     word.starts_with("sk-") && word.len() > 8
 }
 
-fn send_error(error: &reqwest::Error) -> ErrorKind {
-    if error.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Connect(describe(error))
-    }
-}
-
-/// An error and its causes on one line, without the URL (it may carry credentials).
+/// An error and its causes on one line.
 pub(crate) fn describe(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
-    if let Some(at) = text.find(" for url (") {
-        text.truncate(at);
-    }
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");

@@ -29,13 +29,13 @@ pub mod openai;
 pub mod openrouter;
 pub mod pricing;
 mod tally;
+mod upstream;
 mod wire;
 
 pub use chat::{
     ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Message, ResponseMeta, Role, StreamEnd,
     Usage,
 };
-pub use client::{http_client, ProviderConfig};
+pub use client::ProviderConfig;
 pub use error::{ErrorKind, ProviderError};
-/// The HTTP client type providers share (see [`http_client`]).
-pub use reqwest::Client as HttpClient;
+pub use upstream::{http_client, HttpClient};

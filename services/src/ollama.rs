@@ -9,13 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
+use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol};
 
 /// The provider's name in responses, metrics and errors.
@@ -79,17 +79,13 @@ impl Inner {
                 num_predict: request.max_tokens,
             },
         };
-        let http = self
-            .config
-            .client
-            .post(self.endpoint.url(NAME)?)
-            .header(CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(&body).expect("a request always serialises"));
-        let response = self.config.send(NAME, http).await?;
+        let http = self.config.post(NAME, &self.endpoint)?;
+        let body = serde_json::to_vec(&body).expect("a request always serialises");
+        let response = self.config.send(NAME, http, body).await?;
         let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         tally.local = true;
         if request.stream {
-            let chunks = DecodeStream::new(NAME, response.bytes_stream(), LineProtocol { tally });
+            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), LineProtocol { tally });
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
         }
         let line: WireLine = self.config.json(NAME, response).await?;

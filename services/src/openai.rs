@@ -10,13 +10,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
+use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
 /// The provider's name in responses, metrics and errors.
@@ -93,28 +94,24 @@ impl tower::Service<ChatRequest> for OpenAiCompatible {
 impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let mut http = self
-            .config
-            .client
-            .post(self.endpoint.url(self.provider)?)
-            .header(CONTENT_TYPE, "application/json")
-            .body(self.body(&model, &request));
-        if let Some(key) = &self.config.api_key {
-            http = http.bearer_auth(key);
-        }
+        let mut http = self.config.post(self.provider, &self.endpoint)?;
+        http = self.config.bearer(self.provider, http)?;
         if let Dialect::OpenRouter { headers } = &self.dialect {
             for (name, value) in headers {
                 http = http.header(name, value);
             }
         }
-        let response = self.config.send(self.provider, http).await?;
+        let response = self
+            .config
+            .send(self.provider, http, self.body(&model, &request))
+            .await?;
         let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = ChunkProtocol {
                 sse: SseParser::default(),
                 tally,
             };
-            let chunks = DecodeStream::new(self.provider, response.bytes_stream(), protocol);
+            let chunks = DecodeStream::new(self.provider, UpstreamBody::new(response.into_body()), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(self.provider, model, chunks)));
         }
         let wire: WireResponse = self.config.json(self.provider, response).await?;

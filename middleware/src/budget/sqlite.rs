@@ -7,12 +7,18 @@
 //! own thread, with no hop to another; callers that find it busy queue their
 //! row for the one committing. With [`Durability::PowerLoss`] every commit
 //! is fsynced, so a writer thread does it, off the async workers.
+//!
+//! A commit costs what it writes: the table has no secondary index (an
+//! index doubled the pages per commit) and new ledgers use 1 KiB pages, so
+//! a commit appends one small frame to the WAL. Rows are kept in time order
+//! (a row's `at_ms` is never before the previous row's), so a window's first
+//! row is found by bisecting the ids.
 
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::error::LedgerError;
@@ -38,8 +44,16 @@ type Job = (SpendRow, oneshot::Sender<Result<(), LedgerError>>);
 /// commit takes no file locks; reads (start-up, `/v1/usage`) share it.
 #[derive(Debug)]
 pub struct SqliteLedger {
-    connection: Arc<Mutex<Connection>>,
+    connection: Arc<Mutex<Store>>,
     writer: Writer,
+}
+
+/// The connection, and the time of the last row written, which the next
+/// row may not precede.
+#[derive(Debug)]
+struct Store {
+    connection: Connection,
+    last_at_ms: i64,
 }
 
 #[derive(Debug)]
@@ -67,10 +81,13 @@ impl SqliteLedger {
                     output_tokens INTEGER NOT NULL,
                     cost_nanos INTEGER NOT NULL
                 );
-                CREATE INDEX IF NOT EXISTS spend_at ON spend (at_ms);",
+                DROP INDEX IF EXISTS spend_at;",
             )
             .map_err(sql)?;
-        let connection = Arc::new(Mutex::new(connection));
+        let last_at_ms = connection
+            .query_row("SELECT COALESCE(MAX(at_ms), 0) FROM spend", [], |r| r.get(0))
+            .map_err(sql)?;
+        let connection = Arc::new(Mutex::new(Store { connection, last_at_ms }));
         let writer = match durability {
             Durability::ProcessCrash => Writer::Inline(Mutex::default()),
             Durability::PowerLoss => {
@@ -87,8 +104,8 @@ impl SqliteLedger {
     }
 
     fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
-        let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
-        query(&connection).map_err(sql)
+        let store = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        query(&store.connection).map_err(sql)
     }
 }
 
@@ -98,10 +115,11 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, LedgerErro
         Durability::ProcessCrash => "NORMAL",
         Durability::PowerLoss => "FULL",
     };
+    // Small pages: a commit rewrites the table's last page. (Takes effect when the file is created.)
     // WAL: a commit is one append. Exclusive: one connection, no file locks per commit.
     connection
         .execute_batch(&format!(
-            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+            "PRAGMA page_size = 1024; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
         ))
         .map_err(sql)?;
     Ok(connection)
@@ -111,7 +129,7 @@ fn sql(error: rusqlite::Error) -> LedgerError {
     LedgerError(error.to_string())
 }
 
-fn write_loop(connection: &Mutex<Connection>, jobs: mpsc::Receiver<Job>) {
+fn write_loop(connection: &Mutex<Store>, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -127,7 +145,7 @@ fn write_loop(connection: &Mutex<Connection>, jobs: mpsc::Receiver<Job>) {
 /// Commits every queued row, for as long as rows keep coming. A caller that
 /// found the connection busy has queued its row before trying it, and the
 /// holder looks at the queue again after letting go, so no row is left behind.
-fn commit_queued(connection: &Mutex<Connection>, queue: &Mutex<Vec<Job>>) {
+fn commit_queued(connection: &Mutex<Store>, queue: &Mutex<Vec<Job>>) {
     let pending = || !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
     while pending() {
         let Ok(mut connection) = connection.try_lock() else {
@@ -143,8 +161,8 @@ fn commit_queued(connection: &Mutex<Connection>, queue: &Mutex<Vec<Job>>) {
     }
 }
 
-fn commit_group(connection: &mut Connection, group: Vec<Job>) {
-    let result = insert(connection, group.iter().map(|(row, _)| row));
+fn commit_group(store: &mut Store, group: Vec<Job>) {
+    let result = insert(store, group.iter().map(|(row, _)| row));
     if let Err(error) = &result {
         tracing::error!(%error, rows = group.len(), "spend could not be written to the ledger");
     }
@@ -153,8 +171,9 @@ fn commit_group(connection: &mut Connection, group: Vec<Job>) {
     }
 }
 
-fn insert<'a>(connection: &mut Connection, rows: impl Iterator<Item = &'a SpendRow>) -> Result<(), LedgerError> {
-    let transaction = connection.transaction().map_err(sql)?;
+fn insert<'a>(store: &mut Store, rows: impl Iterator<Item = &'a SpendRow>) -> Result<(), LedgerError> {
+    let mut last_at_ms = store.last_at_ms;
+    let transaction = store.connection.transaction().map_err(sql)?;
     {
         let mut statement = transaction
             .prepare_cached(
@@ -163,9 +182,11 @@ fn insert<'a>(connection: &mut Connection, rows: impl Iterator<Item = &'a SpendR
             )
             .map_err(sql)?;
         for row in rows {
+            // Racing settles may queue a row a moment older than the one before it.
+            last_at_ms = last_at_ms.max(row.at_ms);
             statement
                 .execute(params![
-                    row.at_ms,
+                    last_at_ms,
                     row.agent_id,
                     row.provider,
                     row.model,
@@ -176,7 +197,29 @@ fn insert<'a>(connection: &mut Connection, rows: impl Iterator<Item = &'a SpendR
                 .map_err(sql)?;
         }
     }
-    transaction.commit().map_err(sql)
+    transaction.commit().map_err(sql)?;
+    store.last_at_ms = last_at_ms;
+    Ok(())
+}
+
+/// The id of the first row at or after `since_ms` (or past the last row):
+/// rows are in time order, so bisect the ids (which may have gaps).
+fn first_id_since(connection: &Connection, since_ms: i64) -> rusqlite::Result<i64> {
+    let (mut low, mut high): (i64, i64) = connection.query_row(
+        "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) + 1 FROM spend",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut next = connection.prepare_cached("SELECT id, at_ms FROM spend WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let row: Option<(i64, i64)> = next.query_row([middle], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        match row {
+            Some((id, at_ms)) if at_ms < since_ms => low = id + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 impl SpendLedger for SqliteLedger {
@@ -197,9 +240,10 @@ impl SpendLedger for SqliteLedger {
 
     fn spent_since(&self, since_ms: i64) -> Result<i64, LedgerError> {
         self.read(|c| {
+            let first = first_id_since(c, since_ms)?;
             c.query_row(
-                "SELECT COALESCE(SUM(cost_nanos), 0) FROM spend WHERE at_ms >= ?1",
-                [since_ms],
+                "SELECT COALESCE(SUM(cost_nanos), 0) FROM spend WHERE id >= ?1",
+                [first],
                 |r| r.get(0),
             )
         })
@@ -208,15 +252,15 @@ impl SpendLedger for SqliteLedger {
     fn breakdown_since(&self, since_ms: i64) -> Result<Breakdown, LedgerError> {
         self.read(|c| {
             let mut breakdown = Breakdown::default();
-            let grouped = |column: &str| {
-                format!("SELECT {column}, SUM(cost_nanos) FROM spend WHERE at_ms >= ?1 GROUP BY {column}")
-            };
+            let first = first_id_since(c, since_ms)?;
+            let grouped =
+                |column: &str| format!("SELECT {column}, SUM(cost_nanos) FROM spend WHERE id >= ?1 GROUP BY {column}");
             for (column, into) in [
                 ("agent_id", &mut breakdown.by_agent),
                 ("model", &mut breakdown.by_model),
             ] {
                 let mut statement = c.prepare(&grouped(column))?;
-                let rows = statement.query_map([since_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let rows = statement.query_map([first], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
                 for row in rows {
                     let (key, nanos) = row?;
                     into.insert(key, nanos);
@@ -260,6 +304,30 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(ledger.spent_since(0).unwrap(), 1600);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn windows_start_at_the_right_row_and_late_rows_keep_time_order() {
+        let path = std::env::temp_dir().join(format!("chrysalis-ledger-window-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        // Bursts of rows at the same millisecond, gaps between them, costs that tell rows apart.
+        let times: Vec<i64> = (0..300)
+            .map(|i| 10_000 + (i / 3) * 7 + if i % 50 == 0 { 500 } else { 0 })
+            .collect();
+        let mut stored = Vec::new();
+        for (i, at_ms) in times.iter().enumerate() {
+            // A row settled a moment before the previous one is stored at the previous one's time.
+            let at_ms = (*at_ms).max(stored.last().map_or(0, |(t, _)| *t));
+            stored.push((at_ms, 1i64 << (i % 40)));
+            ledger.append(row(times[i], "a", 1 << (i % 40))).await.unwrap();
+        }
+        for since in (9_990..11_200).step_by(3) {
+            let expected: i64 = stored.iter().filter(|(t, _)| *t >= since).map(|(_, c)| c).sum();
+            assert_eq!(ledger.spent_since(since).unwrap(), expected, "since {since}");
+        }
+        assert_eq!(ledger.spent_since(i64::MAX).unwrap(), 0);
         let _ = std::fs::remove_file(&path);
     }
 
