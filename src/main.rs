@@ -21,18 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.gateway_workers > 0 {
-        runtime.worker_threads(config.gateway_workers);
-    }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(server::run(config, app)) {
+    match server::run(config, app) {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
             eprintln!("{line}");

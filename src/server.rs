@@ -16,20 +16,76 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 
 /// Serves `app` until SIGINT or SIGTERM, then lets in-flight work finish.
-pub async fn run(config: Config, app: Router) -> Result<(), String> {
-    let addr = SocketAddr::new(config.gateway_host, config.gateway_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
-    let addr = listener.local_addr().unwrap_or(addr);
+///
+/// Thread per core: each of `GATEWAY_WORKERS` threads runs its own
+/// single-threaded runtime and accepts from the one listening socket. A
+/// connection, and every request on it, stays on the thread that accepted
+/// it, so no worker wakes another: on a small VM those wake-ups cost more
+/// than the gateway's own work.
+pub fn run(config: Config, app: Router) -> Result<(), String> {
+    let workers = match config.gateway_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let listeners = bind(SocketAddr::new(config.gateway_host, config.gateway_port), workers)?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|e| format!("error: the listener: {e}"))?;
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
-    tracing::info!(%addr, providers = ?order, "gateway listening");
+    tracing::info!(%addr, providers = ?order, workers, "gateway listening");
     if !addr.ip().is_loopback() && config.auth_tokens().is_none() {
         tracing::warn!(%addr, "listening beyond this machine with no GATEWAY_AUTH_TOKEN: anyone who can reach it can spend your budget");
     }
-    serve(listener, app, shutdown_signal(), &config)
-        .await
-        .map_err(|e| format!("error: the server failed: {e}"))
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let config = std::sync::Arc::new(config);
+    let threads = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let (app, config, mut stopped) = (app.clone(), config.clone(), stopped.clone());
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{i}"))
+                .spawn(move || {
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    runtime()?.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        serve(listener, app, shutdown, &config).await
+                    })
+                })
+                .map_err(|e| format!("error: cannot start a worker thread: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    runtime()
+        .map_err(|e| format!("error: cannot start the runtime: {e}"))?
+        .block_on(shutdown_signal());
+    let _ = stop.send(true);
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("error: the server failed: {e}")),
+            Err(_) => return Err("error: a worker thread panicked".into()),
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// One listening socket, and a handle to it for each worker: every worker
+/// waits on it, and whichever is free first accepts.
+fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, String> {
+    let cannot = |e: io::Error| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}");
+    let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
+    let mut listeners = (1..count)
+        .map(|_| listener.try_clone().map_err(cannot))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.insert(0, listener);
+    Ok(listeners)
 }
 
 /// Serves `app` until `shutdown` resolves, then waits for open requests and

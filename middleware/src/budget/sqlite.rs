@@ -12,7 +12,9 @@
 //! index doubled the pages per commit) and new ledgers use 1 KiB pages, so
 //! a commit appends one small frame to the WAL. Rows are kept in time order
 //! (a row's `at_ms` is never before the previous row's), so a window's first
-//! row is found by bisecting the ids.
+//! row is found by bisecting the ids. A thread of the ledger's own copies
+//! the WAL into the database file once a second (a checkpoint fsyncs, so
+//! it stays off the request path).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -37,6 +39,8 @@ pub enum Durability {
 
 /// Rows committed in one transaction at most.
 const GROUP: usize = 512;
+/// How often the WAL is copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Job = (SpendRow, oneshot::Sender<Result<(), LedgerError>>);
 
@@ -54,12 +58,14 @@ pub struct SqliteLedger {
 struct Store {
     connection: Connection,
     last_at_ms: i64,
+    /// Rows were committed since the last checkpoint.
+    written: bool,
 }
 
 #[derive(Debug)]
 enum Writer {
     /// Whoever finds the connection free commits what is queued.
-    Inline(Mutex<Vec<Job>>),
+    Inline(Arc<Mutex<Vec<Job>>>),
     /// A thread commits, and fsyncs.
     Thread(Mutex<mpsc::Sender<Job>>),
 }
@@ -87,9 +93,13 @@ impl SqliteLedger {
         let last_at_ms = connection
             .query_row("SELECT COALESCE(MAX(at_ms), 0) FROM spend", [], |r| r.get(0))
             .map_err(sql)?;
-        let connection = Arc::new(Mutex::new(Store { connection, last_at_ms }));
+        let connection = Arc::new(Mutex::new(Store {
+            connection,
+            last_at_ms,
+            written: false,
+        }));
         let writer = match durability {
-            Durability::ProcessCrash => Writer::Inline(Mutex::default()),
+            Durability::ProcessCrash => Writer::Inline(Arc::default()),
             Durability::PowerLoss => {
                 let (sender, receiver) = mpsc::channel();
                 let shared = connection.clone();
@@ -100,6 +110,15 @@ impl SqliteLedger {
                 Writer::Thread(Mutex::new(sender))
             }
         };
+        let queue = match &writer {
+            Writer::Inline(queue) => Some(queue.clone()),
+            Writer::Thread(_) => None,
+        };
+        let store = Arc::downgrade(&connection);
+        std::thread::Builder::new()
+            .name("spend-checkpoint".into())
+            .spawn(move || checkpoint_loop(&store, queue.as_deref()))
+            .map_err(|e| LedgerError(format!("cannot start the checkpointer: {e}")))?;
         Ok(Self { connection, writer })
     }
 
@@ -117,12 +136,43 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, LedgerErro
     };
     // Small pages: a commit rewrites the table's last page. (Takes effect when the file is created.)
     // WAL: a commit is one append. Exclusive: one connection, no file locks per commit.
+    // No automatic checkpoints: they would run (and fsync) inside a caller's commit.
     connection
         .execute_batch(&format!(
-            "PRAGMA page_size = 1024; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+            "PRAGMA page_size = 1024; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; \
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 16777216;"
         ))
         .map_err(sql)?;
     Ok(connection)
+}
+
+/// Copies the WAL into the database file now and then, off the request
+/// path: a checkpoint fsyncs, and a request thread must not wait on a disk.
+/// Callers that find the connection busy meanwhile queue their rows, which
+/// are committed when the checkpoint lets go.
+fn checkpoint_loop(store: &std::sync::Weak<Mutex<Store>>, queue: Option<&Mutex<Vec<Job>>>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let Some(store) = store.upgrade() else {
+            return; // The ledger is gone.
+        };
+        if let Err(error) = checkpoint(&mut store.lock().unwrap_or_else(|p| p.into_inner())) {
+            tracing::warn!(%error, "ledger checkpoint failed (the WAL keeps the rows)");
+        }
+        if let Some(queue) = queue {
+            commit_queued(&store, queue);
+        }
+    }
+}
+
+fn checkpoint(store: &mut Store) -> Result<(), LedgerError> {
+    if std::mem::take(&mut store.written) {
+        store
+            .connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(sql)?;
+    }
+    Ok(())
 }
 
 fn sql(error: rusqlite::Error) -> LedgerError {
@@ -199,6 +249,7 @@ fn insert<'a>(store: &mut Store, rows: impl Iterator<Item = &'a SpendRow>) -> Re
     }
     transaction.commit().map_err(sql)?;
     store.last_at_ms = last_at_ms;
+    store.written = true;
     Ok(())
 }
 
@@ -328,6 +379,25 @@ mod tests {
             assert_eq!(ledger.spent_since(since).unwrap(), expected, "since {since}");
         }
         assert_eq!(ledger.spent_since(i64::MAX).unwrap(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_moves_committed_rows_into_the_database_file() {
+        let path = std::env::temp_dir().join(format!("chrysalis-ledger-checkpoint-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        let empty = std::fs::metadata(&path).unwrap().len();
+        for i in 0..2000 {
+            ledger.append(row(i, "a", 1)).await.unwrap();
+        }
+        checkpoint(&mut ledger.connection.lock().unwrap()).unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            full > empty + 2000 * 20,
+            "the rows reached the file: {empty} -> {full} bytes"
+        );
+        assert_eq!(ledger.spent_since(0).unwrap(), 2000);
         let _ = std::fs::remove_file(&path);
     }
 
