@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,56 +13,33 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 
 /// Serves `app` until SIGINT or SIGTERM, then lets in-flight work finish.
 ///
 /// Thread per core: each of `GATEWAY_WORKERS` threads runs its own
-/// single-threaded runtime and accepts from the one listening socket. A
-/// connection, and every request on it, stays on the thread that accepted
-/// it, so no worker wakes another: on a small VM those wake-ups cost more
-/// than the gateway's own work.
+/// single-threaded runtime. The main thread accepts and hands each
+/// connection to the worker with the fewest open; the connection, and every
+/// request on it, then stays on that thread, so no worker wakes another
+/// (on a small VM those wake-ups cost more than the gateway's own work).
+/// Workers that all accepted from one socket were unbalanced: whichever
+/// was awake took a whole burst of new connections.
 pub fn run(config: Config, app: Router) -> Result<(), String> {
     let workers = match config.gateway_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let listeners = bind(SocketAddr::new(config.gateway_host, config.gateway_port), workers)?;
-    let addr = listeners[0]
-        .local_addr()
-        .map_err(|e| format!("error: the listener: {e}"))?;
-    let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
-    tracing::info!(%addr, providers = ?order, workers, "gateway listening");
-    if !addr.ip().is_loopback() && config.auth_tokens().is_none() {
-        tracing::warn!(%addr, "listening beyond this machine with no GATEWAY_AUTH_TOKEN: anyone who can reach it can spend your budget");
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = std::sync::Arc::new(config);
-    let threads = listeners
+    let config = Arc::new(config);
+    let (threads, handoffs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|i| start_worker(i, app.clone(), config.clone()))
+        .collect::<Result<Vec<_>, String>>()?
         .into_iter()
-        .enumerate()
-        .map(|(i, listener)| {
-            let (app, config, mut stopped) = (app.clone(), config.clone(), stopped.clone());
-            std::thread::Builder::new()
-                .name(format!("gateway-worker-{i}"))
-                .spawn(move || {
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    runtime()?.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        serve(listener, app, shutdown, &config).await
-                    })
-                })
-                .map_err(|e| format!("error: cannot start a worker thread: {e}"))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    runtime()
-        .map_err(|e| format!("error: cannot start the runtime: {e}"))?
-        .block_on(shutdown_signal());
-    let _ = stop.send(true);
+        .unzip();
+    let runtime = runtime().map_err(|e| format!("error: cannot start the runtime: {e}"))?;
+    runtime.block_on(accept(&config, handoffs))?;
     for thread in threads {
         match thread.join() {
             Ok(Ok(())) => {}
@@ -71,73 +50,161 @@ pub fn run(config: Config, app: Router) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the acceptor sends a worker its connections, and how many it has open.
+struct Handoff {
+    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+}
+
+type Worker = std::thread::JoinHandle<io::Result<()>>;
+
+fn start_worker(index: usize, app: Router, config: Arc<Config>) -> Result<(Worker, Handoff), String> {
+    let (connections, mut received) = mpsc::unbounded_channel::<std::net::TcpStream>();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counted = open.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("gateway-worker-{index}"))
+        .spawn(move || {
+            runtime()?.block_on(async move {
+                let connections = Connections::new(&config);
+                while let Some(stream) = received.recv().await {
+                    let stream = TcpStream::from_std(stream)?;
+                    connections.serve(stream, &app, Some(counted.clone()));
+                }
+                // The acceptor stopped: shutting down.
+                connections.drain(config.shutdown_grace()).await;
+                Ok(())
+            })
+        })
+        .map_err(|e| format!("error: cannot start a worker thread: {e}"))?;
+    Ok((thread, Handoff { connections, open }))
+}
+
+/// Accepts until SIGINT or SIGTERM, handing each connection to the least busy worker.
+async fn accept(config: &Config, workers: Vec<Handoff>) -> Result<(), String> {
+    let addr = SocketAddr::new(config.gateway_host, config.gateway_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
+    tracing::info!(%addr, providers = ?order, workers = workers.len(), "gateway listening");
+    if !addr.ip().is_loopback() && config.auth_tokens().is_none() {
+        tracing::warn!(%addr, "listening beyond this machine with no GATEWAY_AUTH_TOKEN: anyone who can reach it can spend your budget");
+    }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = next_connection(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok(stream) = stream.into_std() else { continue };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        if worker.connections.send(stream).is_err() {
+            return Err("error: a worker thread stopped".into());
+        }
+    }
+    tracing::info!(
+        grace_ms = config.shutdown_grace().as_millis() as u64,
+        "shutting down: no new connections"
+    );
+    Ok(())
+}
+
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// One listening socket, and a handle to it for each worker: every worker
-/// waits on it, and whichever is free first accepts.
-fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, String> {
-    let cannot = |e: io::Error| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}");
-    let listener = std::net::TcpListener::bind(addr).map_err(cannot)?;
-    listener.set_nonblocking(true).map_err(cannot)?;
-    let mut listeners = (1..count)
-        .map(|_| listener.try_clone().map_err(cannot))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners.insert(0, listener);
-    Ok(listeners)
-}
-
-/// Serves `app` until `shutdown` resolves, then waits for open requests and
-/// streams at most the grace period before returning.
-///
-/// A client must send a request's headers within the header timeout, and an
-/// idle keep-alive connection is closed after it too, so slow or idle
-/// clients cannot hold connections forever.
+/// Serves `app` on the current runtime until `shutdown` resolves, then waits
+/// for open requests and streams at most the grace period before returning.
 pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, config: &Config) -> io::Result<()>
 where
     F: Future<Output = ()>,
 {
-    // HTTP/1.1 only: the clients of an LLM gateway speak it, and it lets the
-    // header timeout cover a connection from its first byte (HTTP version
-    // sniffing would wait on a silent client without a deadline).
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout());
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(config);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let stream = tokio::select! {
+            accepted = next_connection(&listener) => accepted,
             () = &mut shutdown => break,
         };
+        connections.serve(stream, &app, None);
+    }
+    drop(listener);
+    tracing::info!(
+        grace_ms = config.shutdown_grace().as_millis() as u64,
+        "shutting down: no new connections"
+    );
+    connections.drain(config.shutdown_grace()).await;
+    Ok(())
+}
+
+async fn next_connection(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The open connections of one runtime.
+///
+/// A client must send a request's headers within the header timeout, and an
+/// idle keep-alive connection is closed after it too, so slow or idle
+/// clients cannot hold connections forever.
+struct Connections {
+    builder: http1::Builder,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    fn new(config: &Config) -> Self {
+        // HTTP/1.1 only: the clients of an LLM gateway speak it, and it lets the
+        // header timeout cover a connection from its first byte (HTTP version
+        // sniffing would wait on a silent client without a deadline).
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout());
+        Self {
+            builder,
+            graceful: GracefulShutdown::new(),
+        }
+    }
+
+    /// Serves `stream` on a task of its own; `open` is decremented when it closes.
+    fn serve(&self, stream: TcpStream, app: &Router, open: Option<Arc<AtomicUsize>>) {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection closed with an error");
             }
+            if let Some(open) = open {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
         });
     }
-    drop(listener);
-    let grace = config.shutdown_grace();
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("every connection finished"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the connections still open"),
+
+    /// Lets open requests and streams finish, for at most `grace`.
+    async fn drain(self, grace: Duration) {
+        tokio::select! {
+            () = self.graceful.shutdown() => tracing::info!("every connection finished"),
+            () = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the connections still open"),
+        }
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {
