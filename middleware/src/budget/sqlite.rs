@@ -2,11 +2,13 @@
 //! groups: one transaction for all the rows that arrived together, and each
 //! caller learns when its row is durable.
 //!
-//! With [`Durability::ProcessCrash`] a commit is one append to the WAL, so the
-//! caller that finds the writer free commits every queued row itself, on its
-//! own thread, with no hop to another; callers that find it busy queue their
-//! row for the one committing. With [`Durability::PowerLoss`] every commit
-//! is fsynced, so a writer thread does it, off the async workers.
+//! With [`Durability::ProcessCrash`] a commit is one append to the WAL, so it
+//! is made on the caller's own thread, with no hop to another: by a task
+//! scheduled behind the tasks already woken (so the rows they settle share
+//! its transaction), which commits every queued row; callers that find the
+//! connection busy leave their row for the one committing. With
+//! [`Durability::PowerLoss`] every commit is fsynced, so a writer thread
+//! does it, off the async workers.
 //!
 //! A commit costs what it writes: the table has no secondary index (an
 //! index doubled the pages per commit) and new ledgers use 1 KiB pages, so
@@ -17,6 +19,7 @@
 //! it stays off the request path).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -65,7 +68,7 @@ struct Store {
 #[derive(Debug)]
 enum Writer {
     /// Whoever finds the connection free commits what is queued.
-    Inline(Arc<Mutex<Vec<Job>>>),
+    Inline(Arc<Mutex<Vec<Job>>>, Arc<AtomicBool>),
     /// A thread commits, and fsyncs.
     Thread(Mutex<mpsc::Sender<Job>>),
 }
@@ -99,7 +102,7 @@ impl SqliteLedger {
             written: false,
         }));
         let writer = match durability {
-            Durability::ProcessCrash => Writer::Inline(Arc::default()),
+            Durability::ProcessCrash => Writer::Inline(Arc::default(), Arc::default()),
             Durability::PowerLoss => {
                 let (sender, receiver) = mpsc::channel();
                 let shared = connection.clone();
@@ -111,7 +114,7 @@ impl SqliteLedger {
             }
         };
         let queue = match &writer {
-            Writer::Inline(queue) => Some(queue.clone()),
+            Writer::Inline(queue, _) => Some(queue.clone()),
             Writer::Thread(_) => None,
         };
         let store = Arc::downgrade(&connection);
@@ -277,9 +280,23 @@ impl SpendLedger for SqliteLedger {
     fn append(&self, row: SpendRow) -> Commit {
         let (done, receiver) = oneshot::channel();
         match &self.writer {
-            Writer::Inline(queue) => {
+            Writer::Inline(queue, scheduled) => {
                 queue.lock().unwrap_or_else(|p| p.into_inner()).push((row, done));
-                commit_queued(&self.connection, queue);
+                match tokio::runtime::Handle::try_current() {
+                    // Commit once the tasks already woken have run: the rows
+                    // they settle meanwhile join the same transaction.
+                    Ok(runtime) => {
+                        if !scheduled.swap(true, Ordering::AcqRel) {
+                            let (store, queue, scheduled) = (self.connection.clone(), queue.clone(), scheduled.clone());
+                            runtime.spawn(async move {
+                                // Cleared before draining, so a row queued meanwhile is drained or scheduled again.
+                                scheduled.store(false, Ordering::Release);
+                                commit_queued(&store, &queue);
+                            });
+                        }
+                    }
+                    Err(_) => commit_queued(&self.connection, queue),
+                }
                 Commit::waiting(receiver)
             }
             Writer::Thread(sender) => match sender.lock().unwrap_or_else(|p| p.into_inner()).send((row, done)) {
@@ -379,6 +396,23 @@ mod tests {
             assert_eq!(ledger.spent_since(since).unwrap(), expected, "since {since}");
         }
         assert_eq!(ledger.spent_since(i64::MAX).unwrap(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn rows_settled_together_share_one_commit() {
+        let path = std::env::temp_dir().join(format!("chrysalis-ledger-group-{}.db", std::process::id()));
+        let wal = path.with_extension("db-wal");
+        let _ = std::fs::remove_file(&path);
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        let commits: Vec<_> = (0..50).map(|i| ledger.append(row(i, "a", 1))).collect();
+        for commit in commits {
+            commit.await.unwrap();
+        }
+        // One commit per row would append 50 frames of 1 KiB to the WAL.
+        let frames = std::fs::metadata(&wal).unwrap().len() / 1048;
+        assert!(frames < 10, "{frames} WAL frames for 50 rows");
+        assert_eq!(ledger.spent_since(0).unwrap(), 50);
         let _ = std::fs::remove_file(&path);
     }
 
