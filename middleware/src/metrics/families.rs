@@ -1,7 +1,7 @@
 //! The metric families, registered once, shared by every layer.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,8 +23,8 @@ pub(crate) const NONE: &str = "none";
 pub(crate) struct OperationLabels {
     pub(crate) gen_ai_operation_name: &'static str,
     pub(crate) gen_ai_provider_name: &'static str,
-    pub(crate) gen_ai_request_model: String,
-    pub(crate) gen_ai_response_model: String,
+    pub(crate) gen_ai_request_model: ModelLabel,
+    pub(crate) gen_ai_response_model: ModelLabel,
     pub(crate) error_type: &'static str,
 }
 
@@ -32,22 +32,22 @@ pub(crate) struct OperationLabels {
 pub(crate) struct TokenLabels {
     pub(crate) gen_ai_operation_name: &'static str,
     pub(crate) gen_ai_provider_name: &'static str,
-    pub(crate) gen_ai_request_model: String,
-    pub(crate) gen_ai_response_model: String,
+    pub(crate) gen_ai_request_model: ModelLabel,
+    pub(crate) gen_ai_response_model: ModelLabel,
     pub(crate) gen_ai_token_type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) provider: &'static str,
-    pub(crate) model: String,
+    pub(crate) model: ModelLabel,
     pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CostLabels {
     pub(crate) provider: &'static str,
-    pub(crate) model: String,
+    pub(crate) model: ModelLabel,
 }
 
 /// Every metric family of the chat path. Cheap to clone.
@@ -136,36 +136,48 @@ impl Metrics {
     }
 
     /// `model` if it may be a label value, else `other`.
-    pub(crate) fn model_label(&self, model: &str) -> String {
+    pub(crate) fn model_label(&self, model: &str) -> ModelLabel {
         self.0.models.label(model)
     }
 }
 
-/// The bounded set of model names used as label values.
+/// A model's label: one shared copy per name, so taking it allocates nothing,
+/// and the same name is always the same pointer.
+pub(crate) type ModelLabel = Arc<str>;
+
 #[derive(Debug)]
 struct ModelNames {
-    known: HashSet<String>,
-    seen: Mutex<HashSet<String>>,
+    known: HashSet<ModelLabel>,
+    seen: RwLock<HashSet<ModelLabel>>,
+    other: ModelLabel,
 }
 
 impl ModelNames {
     fn new<'a>(known: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
             // `none` labels refused requests; it must not take a slot of the bound.
-            known: known.into_iter().chain([NONE]).map(str::to_owned).collect(),
-            seen: Mutex::default(),
+            known: known.into_iter().chain([NONE]).map(Arc::from).collect(),
+            seen: RwLock::default(),
+            other: Arc::from(OTHER),
         }
     }
 
-    fn label(&self, model: &str) -> String {
-        if self.known.contains(model) {
-            return model.to_owned();
+    fn label(&self, model: &str) -> ModelLabel {
+        if let Some(label) = self.known.get(model) {
+            return label.clone();
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(model) || (seen.len() < MAX_MODELS && seen.insert(model.to_owned())) {
-            model.to_owned()
-        } else {
-            OTHER.to_owned()
+        if let Some(label) = self.seen.read().unwrap_or_else(|p| p.into_inner()).get(model) {
+            return label.clone();
         }
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(label) = seen.get(model) {
+            return label.clone();
+        }
+        if seen.len() >= MAX_MODELS {
+            return self.other.clone();
+        }
+        let label: ModelLabel = Arc::from(model);
+        seen.insert(label.clone());
+        label
     }
 }

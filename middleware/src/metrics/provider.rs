@@ -1,14 +1,18 @@
 //! The per-provider layer: OpenTelemetry GenAI operation metrics, and the
 //! calls, failures and latency of `/v1/providers`.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{ready, Context, Poll};
 
 use chrysalis_services::{ChatRequest, ChatResponse, ProviderError, Usage};
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
@@ -33,6 +37,31 @@ struct Shared {
     metrics: Metrics,
     provider: &'static str,
     stats: Arc<ProviderStats>,
+    /// The series of each label set seen, found once: a family lookup hashes
+    /// every label, and a call touches up to five series. Keyed by the
+    /// labels' addresses (a model label is one shared copy per name), so
+    /// bounded like the labels themselves.
+    series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
+}
+
+type SeriesKey = (usize, usize, usize);
+
+/// The series of one (request model, response model, error type).
+#[derive(Debug)]
+struct Series {
+    labels: OperationLabels,
+    duration: Histogram,
+    /// Made when first needed, so a label set that never streams or spends
+    /// shows no empty series.
+    first_chunk: OnceLock<Histogram>,
+    spend: OnceLock<Spend>,
+}
+
+#[derive(Debug)]
+struct Spend {
+    input_tokens: Histogram,
+    output_tokens: Histogram,
+    cost: Counter<f64, AtomicU64>,
 }
 
 impl ProviderMetricsLayer {
@@ -43,6 +72,7 @@ impl ProviderMetricsLayer {
                 metrics: metrics.clone(),
                 provider,
                 stats: Arc::default(),
+                series: RwLock::default(),
             }),
         }
     }
@@ -153,51 +183,70 @@ struct Call {
 }
 
 impl Call {
-    fn labels(&self, response_model: &str, error_type: &'static str) -> OperationLabels {
+    fn series(&self, response_model: &str, error_type: &'static str) -> Arc<Series> {
         let metrics = &self.shared.metrics;
-        let request_model = self.request_model.as_deref().unwrap_or(response_model);
-        OperationLabels {
+        let request_model = metrics.model_label(self.request_model.as_deref().unwrap_or(response_model));
+        let response_model = metrics.model_label(response_model);
+        let key = (
+            Arc::as_ptr(&request_model).cast::<u8>() as usize,
+            Arc::as_ptr(&response_model).cast::<u8>() as usize,
+            error_type.as_ptr() as usize,
+        );
+        if let Some(series) = self.shared.series.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return series.clone();
+        }
+        let labels = OperationLabels {
             gen_ai_operation_name: OPERATION,
             gen_ai_provider_name: self.shared.provider,
-            gen_ai_request_model: metrics.model_label(request_model),
-            gen_ai_response_model: metrics.model_label(response_model),
+            gen_ai_request_model: request_model,
+            gen_ai_response_model: response_model,
             error_type,
-        }
+        };
+        let series = Arc::new(Series {
+            duration: metrics.0.operation_duration.get_or_create(&labels).clone(),
+            labels,
+            first_chunk: OnceLock::new(),
+            spend: OnceLock::new(),
+        });
+        let mut all = self.shared.series.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(key).or_insert(series).clone()
     }
 
     fn finish(&self, model: &str, spent: Option<(Usage, f64)>, error: Option<&(dyn StdError + 'static)>) {
         let elapsed = self.started.elapsed();
-        let error_type = error.map_or("", error_type);
-        let families = &self.shared.metrics.0;
-        let labels = self.labels(model, error_type);
-        families
-            .operation_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        let series = self.series(model, error.map_or("", error_type));
+        series.duration.observe(elapsed.as_secs_f64());
         self.shared.stats.record(elapsed, error.is_some());
         let Some((usage, cost_usd)) = spent else { return };
-        // One label set, its strings moved along, never copied.
-        let mut tokens = TokenLabels {
+        let spend = series.spend.get_or_init(|| self.spend_series(&series.labels));
+        spend.input_tokens.observe(usage.prompt_tokens as f64);
+        spend.output_tokens.observe(usage.completion_tokens as f64);
+        spend.cost.inc_by(cost_usd);
+    }
+
+    fn spend_series(&self, labels: &OperationLabels) -> Spend {
+        let families = &self.shared.metrics.0;
+        let tokens = |gen_ai_token_type| TokenLabels {
             gen_ai_operation_name: OPERATION,
             gen_ai_provider_name: labels.gen_ai_provider_name,
-            gen_ai_request_model: labels.gen_ai_request_model,
-            gen_ai_response_model: labels.gen_ai_response_model,
-            gen_ai_token_type: "input",
+            gen_ai_request_model: labels.gen_ai_request_model.clone(),
+            gen_ai_response_model: labels.gen_ai_response_model.clone(),
+            gen_ai_token_type,
         };
-        families
-            .token_usage
-            .get_or_create(&tokens)
-            .observe(usage.prompt_tokens as f64);
-        tokens.gen_ai_token_type = "output";
-        families
-            .token_usage
-            .get_or_create(&tokens)
-            .observe(usage.completion_tokens as f64);
-        let labels = CostLabels {
+        let cost = CostLabels {
             provider: self.shared.provider,
-            model: tokens.gen_ai_response_model,
+            model: labels.gen_ai_response_model.clone(),
         };
-        families.cost.get_or_create(&labels).inc_by(cost_usd);
+        // One statement per lookup: a family's read guard lives to the end of
+        // its statement, and the next lookup in that family may need to write.
+        let input_tokens = families.token_usage.get_or_create(&tokens("input")).clone();
+        let output_tokens = families.token_usage.get_or_create(&tokens("output")).clone();
+        let cost = families.cost.get_or_create(&cost).clone();
+        Spend {
+            input_tokens,
+            output_tokens,
+            cost,
+        }
     }
 }
 
@@ -211,14 +260,12 @@ impl Observer for StreamCall {
         let now = Instant::now();
         // Waiting for the first chunk is waiting on the upstream too.
         upstream::add(now.saturating_duration_since(self.call.answered));
-        let labels = self.call.labels(&self.model, "");
         let to_first = now.saturating_duration_since(self.call.started);
-        self.call
-            .shared
-            .metrics
-            .0
-            .time_to_first_chunk
-            .get_or_create(&labels)
+        let series = self.call.series(&self.model, "");
+        let families = &self.call.shared.metrics.0;
+        series
+            .first_chunk
+            .get_or_init(|| families.time_to_first_chunk.get_or_create(&series.labels).clone())
             .observe(to_first.as_secs_f64());
     }
 

@@ -59,3 +59,24 @@ async fn a_broken_stream_counts_as_an_error_with_its_type() {
     );
     assert_eq!((stats.snapshot().calls, stats.snapshot().failures), (1, 1));
 }
+
+#[tokio::test]
+async fn every_call_adds_its_tokens_by_type_and_its_cost() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let service = ProviderMetricsLayer::new(&metrics, "p").layer(Scripted::always("p", Act::Answer));
+    for _ in 0..3 {
+        service.clone().oneshot(request()).await.unwrap();
+    }
+    let tokens = |kind: &str, part: &str| {
+        let series = format!(
+            r#"gen_ai_client_token_usage_{part}{{gen_ai_operation_name="chat",gen_ai_provider_name="p",gen_ai_request_model="m",gen_ai_response_model="m",gen_ai_token_type="{kind}"}}"#
+        );
+        sample(&registry, &series)
+    };
+    assert_eq!(tokens("input", "count"), 3.0);
+    assert_eq!(tokens("input", "sum"), 3.0 * USAGE.prompt_tokens as f64);
+    assert_eq!(tokens("output", "sum"), 3.0 * USAGE.completion_tokens as f64);
+    let cost = sample(&registry, r#"gateway_cost_usd_total{provider="p",model="m"}"#);
+    assert!((cost - 3.0 * COST).abs() < 1e-12, "{cost}");
+}
