@@ -16,6 +16,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::json_lines::JsonLines;
 
 /// How long lines gather before they are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
@@ -30,7 +31,7 @@ pub fn init(format: LogFormat) -> FlushOnDrop {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.event_format(JsonLines).init(),
     }
     guard
 }
