@@ -122,7 +122,7 @@ pub struct Config {
     /// How long in-flight requests and streams may run on after SIGTERM/SIGINT.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub gateway_shutdown_grace_ms: u64,
-    /// Threads serving requests (0: one per core).
+    /// Worker threads, each with its own event loop; a connection stays on one (0: one per core).
     #[arg(long, env = "GATEWAY_WORKERS", default_value_t = 0)]
     pub gateway_workers: usize,
     /// Log lines as `text` or `json` (filter with RUST_LOG).
