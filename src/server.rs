@@ -174,7 +174,7 @@ impl Connections {
         // sniffing would wait on a silent client without a deadline).
         let mut builder = http1::Builder::new();
         builder
-            .timer(TokioTimer::new())
+            .timer(CoarseTimer(TokioTimer::new()))
             .header_read_timeout(config.header_timeout());
         Self {
             builder,
@@ -207,6 +207,47 @@ impl Connections {
     }
 }
 
+/// hyper's timer with deadlines rounded up to the next tenth of a second.
+///
+/// hyper arms a header-read deadline for every request. A new tokio timer
+/// that falls before the next one already set makes tokio wake its own
+/// event loop with a system call, and each request's deadline did: once per
+/// request. Rounded, the deadlines of a tenth of a second share their slot,
+/// so that happens at most ten times a second per worker. A deadline of a
+/// few seconds does not mind ending up to 100 ms late.
+#[derive(Clone, Debug)]
+struct CoarseTimer(TokioTimer);
+
+const TIMER_SLOT: Duration = Duration::from_millis(100);
+
+// hyper's Timer trait speaks std's Instant; only deadlines pass through here.
+#[allow(clippy::disallowed_types)]
+impl CoarseTimer {
+    fn round_up(deadline: std::time::Instant) -> std::time::Instant {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+        let since = deadline.saturating_duration_since(origin).as_nanos();
+        let slot = TIMER_SLOT.as_nanos();
+        let rounded = since.div_ceil(slot) * slot;
+        origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+    }
+}
+
+#[allow(clippy::disallowed_types)]
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.0.sleep_until(Self::round_up(deadline))
+    }
+
+    fn reset(&self, sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        self.0.reset(sleep, Self::round_up(new_deadline));
+    }
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -220,4 +261,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_types)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_shared_slots_never_earlier() {
+        let now = std::time::Instant::now();
+        let deadlines: Vec<_> = (0..50u64)
+            .map(|ms| now + Duration::from_millis(1000 + ms * 7))
+            .collect();
+        let rounded: Vec<_> = deadlines.iter().map(|d| CoarseTimer::round_up(*d)).collect();
+        for (deadline, rounded) in deadlines.iter().zip(&rounded) {
+            assert!(rounded >= deadline && *rounded - *deadline < TIMER_SLOT);
+        }
+        let mut slots = rounded.clone();
+        slots.dedup();
+        // 350 ms of deadlines fall into four or five slots, not fifty timers.
+        assert!((4..=5).contains(&slots.len()), "{} slots", slots.len());
+    }
 }
