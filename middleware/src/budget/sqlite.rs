@@ -276,6 +276,16 @@ fn first_id_since(connection: &Connection, since_ms: i64) -> rusqlite::Result<i6
     Ok(low)
 }
 
+impl Drop for SqliteLedger {
+    /// Commits the rows still queued: a commit scheduled on a runtime that
+    /// shut down before running it would otherwise lose them.
+    fn drop(&mut self) {
+        if let Writer::Inline(queue, _) = &self.writer {
+            commit_queued(&self.connection, queue);
+        }
+    }
+}
+
 impl SpendLedger for SqliteLedger {
     fn append(&self, row: SpendRow) -> Commit {
         let (done, receiver) = oneshot::channel();
@@ -413,6 +423,24 @@ mod tests {
         let frames = std::fs::metadata(&wal).unwrap().len() / 1048;
         assert!(frames < 10, "{frames} WAL frames for 50 rows");
         assert_eq!(ledger.spent_since(0).unwrap(), 50);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_row_whose_commit_never_ran_is_committed_when_the_ledger_closes() {
+        let path = std::env::temp_dir().join(format!("chrysalis-ledger-close-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        // Appended on a runtime that stops before its scheduled commit runs.
+        let inside = runtime.enter();
+        let commit = ledger.append(row(1, "a", 42));
+        drop(inside);
+        drop(runtime);
+        drop(commit);
+        drop(ledger);
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        assert_eq!(ledger.spent_since(0).unwrap(), 42);
         let _ = std::fs::remove_file(&path);
     }
 
