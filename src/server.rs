@@ -72,7 +72,7 @@ fn start_worker(index: usize, app: Router, config: Arc<Config>) -> Result<(Worke
                     connections.serve(stream, &app, Some(counted.clone()));
                 }
                 // The acceptor stopped: shutting down.
-                connections.drain(config.shutdown_grace()).await;
+                connections.drain(config.shutdown_grace(), index).await;
                 Ok(())
             })
         })
@@ -140,7 +140,7 @@ where
         grace_ms = config.shutdown_grace().as_millis() as u64,
         "shutting down: no new connections"
     );
-    connections.drain(config.shutdown_grace()).await;
+    connections.drain(config.shutdown_grace(), 0).await;
     Ok(())
 }
 
@@ -199,10 +199,10 @@ impl Connections {
     }
 
     /// Lets open requests and streams finish, for at most `grace`.
-    async fn drain(self, grace: Duration) {
+    async fn drain(self, grace: Duration, worker: usize) {
         tokio::select! {
-            () = self.graceful.shutdown() => tracing::info!("every connection finished"),
-            () = tokio::time::sleep(grace) => tracing::warn!("grace period over: closing the connections still open"),
+            () = self.graceful.shutdown() => tracing::info!(worker, "every connection finished"),
+            () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over: closing the connections still open"),
         }
     }
 }
