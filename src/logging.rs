@@ -6,7 +6,7 @@
 //! request's CPU under load): the writer sleeps only when there is nothing
 //! to write, and the first line after that wakes it.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
@@ -28,7 +28,11 @@ const MAX_BUFFERED: usize = 8 << 20;
 pub fn init(format: LogFormat) -> FlushOnDrop {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = BufferedStdout::start();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // Colours only for a terminal: a file or a log collector would keep the escape codes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.event_format(JsonLines).init(),

@@ -78,12 +78,37 @@ fn help_lists_every_variable() {
         "CORS_ALLOWED_ORIGINS",
         "GATEWAY_MAX_INFLIGHT",
         "GATEWAY_HEADER_TIMEOUT_MS",
+        "GATEWAY_WORKERS",
+        "GATEWAY_LOG_FORMAT",
+        "GATEWAY_DB_SYNC",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
             "{variable} missing from --help"
         );
     }
+}
+
+#[test]
+fn text_log_lines_sent_to_a_pipe_carry_no_colour_codes() {
+    let db = std::env::temp_dir().join(format!("chrysalis-text-logs-{}.db", std::process::id()));
+    let mut child = gateway()
+        .envs([
+            ("LLM_PROVIDER", "mock"),
+            ("GATEWAY_HOST", "127.0.0.1"),
+            ("GATEWAY_PORT", "0"),
+            ("GATEWAY_DB", db.to_str().unwrap()),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&db);
+    let first = first.unwrap().unwrap();
+    assert!(first.contains("gateway listening"), "{first:?}");
+    assert!(!first.contains('\u{1b}'), "escape codes in {first:?}");
 }
 
 struct Running {
