@@ -29,31 +29,34 @@ pub(crate) type UpstreamBody = BodyDataStream<Incoming>;
 /// Error bodies are read up to this much (their message is all we keep).
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 
-/// The process's one HTTP client: pooled keep-alive connections to every
-/// upstream, HTTP/1.1 or HTTP/2 (chosen by ALPN), certificates checked by
-/// the platform's verifier. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct HttpClient(Client<HttpsConnector<HttpConnector>, Full<Bytes>>);
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the client (one per process keeps connections pooled).
+/// The HTTP client: pooled keep-alive connections to every upstream (one
+/// pool per thread, shared by the clients of that thread, which are all
+/// made alike), HTTP/1.1 or HTTP/2 (chosen by ALPN), certificates checked
+/// by the platform's verifier. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    connector: HttpsConnector<HttpConnector>,
+}
+
+/// Builds the client.
 pub fn http_client() -> HttpClient {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(Duration::from_secs(10)));
-    let tls = HttpsConnectorBuilder::new()
+    let connector = HttpsConnectorBuilder::new()
         .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())
         .expect("the platform's certificate verifier initialises")
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(tcp);
-    HttpClient(
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(tls),
-    )
+    HttpClient { connector }
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Option<Pool>> = const { std::cell::RefCell::new(None) };
 }
 
 impl HttpClient {
@@ -62,7 +65,16 @@ impl HttpClient {
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, ErrorKind> {
-        self.0.request(request).await.map_err(|e| send_error(&e))
+        let pending = POOL.with(|pool| pool.borrow_mut().get_or_insert_with(|| self.pool()).request(request));
+        pending.await.map_err(|e| send_error(&e))
+    }
+
+    fn pool(&self) -> Pool {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(self.connector.clone())
     }
 }
 
