@@ -51,8 +51,15 @@ type Job = (SpendRow, oneshot::Sender<Result<(), LedgerError>>);
 /// commit takes no file locks; reads (start-up, `/v1/usage`) share it.
 #[derive(Debug)]
 pub struct SqliteLedger {
-    connection: Arc<Mutex<Store>>,
+    store: Arc<Mutex<Store>>,
     writer: Writer,
+}
+
+/// Rows waiting for a commit, and whether one is scheduled.
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: Mutex<Vec<Job>>,
+    scheduled: AtomicBool,
 }
 
 /// The connection, and the time of the last row written, which the next
@@ -67,8 +74,8 @@ struct Store {
 
 #[derive(Debug)]
 enum Writer {
-    /// Whoever finds the connection free commits what is queued.
-    Inline(Arc<Mutex<Vec<Job>>>, Arc<AtomicBool>),
+    /// Rows wait in a queue for a commit scheduled on the caller's runtime.
+    Inline(Arc<Queue>),
     /// A thread commits, and fsyncs.
     Thread(Mutex<mpsc::Sender<Job>>),
 }
@@ -96,16 +103,16 @@ impl SqliteLedger {
         let last_at_ms = connection
             .query_row("SELECT COALESCE(MAX(at_ms), 0) FROM spend", [], |r| r.get(0))
             .map_err(sql)?;
-        let connection = Arc::new(Mutex::new(Store {
+        let store = Arc::new(Mutex::new(Store {
             connection,
             last_at_ms,
             written: false,
         }));
         let writer = match durability {
-            Durability::ProcessCrash => Writer::Inline(Arc::default(), Arc::default()),
+            Durability::ProcessCrash => Writer::Inline(Arc::default()),
             Durability::PowerLoss => {
                 let (sender, receiver) = mpsc::channel();
-                let shared = connection.clone();
+                let shared = store.clone();
                 std::thread::Builder::new()
                     .name("spend-ledger".into())
                     .spawn(move || write_loop(&shared, receiver))
@@ -114,19 +121,19 @@ impl SqliteLedger {
             }
         };
         let queue = match &writer {
-            Writer::Inline(queue, _) => Some(queue.clone()),
+            Writer::Inline(queue) => Some(queue.clone()),
             Writer::Thread(_) => None,
         };
-        let store = Arc::downgrade(&connection);
+        let weak = Arc::downgrade(&store);
         std::thread::Builder::new()
             .name("spend-checkpoint".into())
-            .spawn(move || checkpoint_loop(&store, queue.as_deref()))
+            .spawn(move || checkpoint_loop(&weak, queue.as_deref()))
             .map_err(|e| LedgerError(format!("cannot start the checkpointer: {e}")))?;
-        Ok(Self { connection, writer })
+        Ok(Self { store, writer })
     }
 
     fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
-        let store = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         query(&store.connection).map_err(sql)
     }
 }
@@ -153,7 +160,7 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, LedgerErro
 /// path: a checkpoint fsyncs, and a request thread must not wait on a disk.
 /// Callers that find the connection busy meanwhile queue their rows, which
 /// are committed when the checkpoint lets go.
-fn checkpoint_loop(store: &std::sync::Weak<Mutex<Store>>, queue: Option<&Mutex<Vec<Job>>>) {
+fn checkpoint_loop(store: &std::sync::Weak<Mutex<Store>>, queue: Option<&Queue>) {
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         let Some(store) = store.upgrade() else {
@@ -182,7 +189,7 @@ fn sql(error: rusqlite::Error) -> LedgerError {
     LedgerError(error.to_string())
 }
 
-fn write_loop(connection: &Mutex<Store>, jobs: mpsc::Receiver<Job>) {
+fn write_loop(store: &Mutex<Store>, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -191,25 +198,25 @@ fn write_loop(connection: &Mutex<Store>, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut connection.lock().unwrap_or_else(|p| p.into_inner()), group);
+        commit_group(&mut store.lock().unwrap_or_else(|p| p.into_inner()), group);
     }
 }
 
 /// Commits every queued row, for as long as rows keep coming. A caller that
 /// found the connection busy has queued its row before trying it, and the
 /// holder looks at the queue again after letting go, so no row is left behind.
-fn commit_queued(connection: &Mutex<Store>, queue: &Mutex<Vec<Job>>) {
-    let pending = || !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-    while pending() {
-        let Ok(mut connection) = connection.try_lock() else {
+fn commit_queued(store: &Mutex<Store>, queue: &Queue) {
+    let take = || std::mem::take(&mut *queue.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+    while !queue.jobs.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        let Ok(mut store) = store.try_lock() else {
             return; // The holder will see the queue.
         };
         loop {
-            let group = std::mem::take(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()));
+            let group = take();
             if group.is_empty() {
                 break;
             }
-            commit_group(&mut connection, group);
+            commit_group(&mut store, group);
         }
     }
 }
@@ -280,8 +287,8 @@ impl Drop for SqliteLedger {
     /// Commits the rows still queued: a commit scheduled on a runtime that
     /// shut down before running it would otherwise lose them.
     fn drop(&mut self) {
-        if let Writer::Inline(queue, _) = &self.writer {
-            commit_queued(&self.connection, queue);
+        if let Writer::Inline(queue) = &self.writer {
+            commit_queued(&self.store, queue);
         }
     }
 }
@@ -290,22 +297,22 @@ impl SpendLedger for SqliteLedger {
     fn append(&self, row: SpendRow) -> Commit {
         let (done, receiver) = oneshot::channel();
         match &self.writer {
-            Writer::Inline(queue, scheduled) => {
-                queue.lock().unwrap_or_else(|p| p.into_inner()).push((row, done));
+            Writer::Inline(queue) => {
+                queue.jobs.lock().unwrap_or_else(|p| p.into_inner()).push((row, done));
                 match tokio::runtime::Handle::try_current() {
                     // Commit once the tasks already woken have run: the rows
                     // they settle meanwhile join the same transaction.
                     Ok(runtime) => {
-                        if !scheduled.swap(true, Ordering::AcqRel) {
-                            let (store, queue, scheduled) = (self.connection.clone(), queue.clone(), scheduled.clone());
+                        if !queue.scheduled.swap(true, Ordering::AcqRel) {
+                            let (store, queue) = (self.store.clone(), queue.clone());
                             runtime.spawn(async move {
                                 // Cleared before draining, so a row queued meanwhile is drained or scheduled again.
-                                scheduled.store(false, Ordering::Release);
+                                queue.scheduled.store(false, Ordering::Release);
                                 commit_queued(&store, &queue);
                             });
                         }
                     }
-                    Err(_) => commit_queued(&self.connection, queue),
+                    Err(_) => commit_queued(&self.store, queue),
                 }
                 Commit::waiting(receiver)
             }
@@ -453,7 +460,7 @@ mod tests {
         for i in 0..2000 {
             ledger.append(row(i, "a", 1)).await.unwrap();
         }
-        checkpoint(&mut ledger.connection.lock().unwrap()).unwrap();
+        checkpoint(&mut ledger.store.lock().unwrap()).unwrap();
         let full = std::fs::metadata(&path).unwrap().len();
         assert!(
             full > empty + 2000 * 20,
