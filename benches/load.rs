@@ -10,6 +10,8 @@
 //! ledger; an unpriced name skips the ledger), `LOAD_PROVIDER=mock` (the
 //! gateway without its upstream hop), `LOAD_LOG=<file>` (keep the gateway's
 //! log), and `RUST_LOG`, `GATEWAY_WORKERS`, `GATEWAY_DB_SYNC`, passed on.
+//! `LOAD_SERVE=1` only starts both, prints their addresses and the
+//! gateway's pid, and waits: for driving with wrk under a profiler.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -49,12 +49,7 @@ struct Fields<'a, 'w> {
 impl Fields<'_, '_> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                string(self.writer, field.name())?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+            self.result = write_field(self.writer, field.name(), value);
         }
     }
 }
@@ -93,6 +88,14 @@ impl Visit for Fields<'_, '_> {
             w.write_char('"')
         });
     }
+}
+
+/// `,"name":value`.
+fn write_field(writer: &mut Writer<'_>, name: &str, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) -> fmt::Result {
+    writer.write_char(',')?;
+    string(writer, name)?;
+    writer.write_char(':')?;
+    value(writer)
 }
 
 fn string(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
