@@ -13,6 +13,7 @@ use chrysalis_middleware::circuit_breaker::error::Open;
 use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
 use chrysalis_middleware::rate_limit::error::RateLimited;
 use chrysalis_middleware::timeout::error::Elapsed;
+use chrysalis_services::redact::redact;
 use chrysalis_services::{ErrorKind, ProviderError};
 use serde::Serialize;
 
@@ -53,7 +54,7 @@ impl From<&ProviderError> for Attempt {
             provider: error.provider,
             error: error.kind_name(),
             status: error.status(),
-            message: error.kind.to_string(),
+            message: redact(&error.kind.to_string()).into_owned(),
         }
     }
 }
@@ -74,7 +75,7 @@ impl Attempt {
             provider,
             error: kind,
             status: None,
-            message: error.to_string(),
+            message: redact(&error.to_string()).into_owned(),
         }
     }
 }
@@ -85,7 +86,7 @@ impl ApiError {
         Self {
             status,
             kind,
-            message: message.into(),
+            message: redact(&message.into()).into_owned(),
             retry_after: None,
             attempts: Vec::new(),
             param: None,

@@ -66,6 +66,11 @@ impl BearerAuthLayer {
         if tokens.is_empty() || tokens.iter().any(Vec::is_empty) {
             return Err(EmptyToken);
         }
+        // A client may echo its token into a model name or a message that
+        // reaches a log line: remove it there as well as a key.
+        for token in &tokens {
+            chrysalis_services::redact::register_secret(&String::from_utf8_lossy(token));
+        }
         Ok(Self {
             shared: Arc::new(Tokens {
                 tokens,

@@ -44,9 +44,14 @@ pub enum ErrorKind {
 }
 
 impl ProviderError {
-    /// An error of `kind` from `provider`.
+    /// An error of `kind` from `provider`, its text passed through
+    /// [`redact`](crate::redact::redact): upstream words (error bodies, stream
+    /// error events, transport errors) may quote a key.
     pub fn new(provider: &'static str, kind: ErrorKind) -> Self {
-        Self { provider, kind }
+        Self {
+            provider,
+            kind: kind.redacted(),
+        }
     }
 
     /// A stream of `provider` that ended before its end marker.
@@ -94,6 +99,27 @@ impl ProviderError {
     }
 }
 
+impl ErrorKind {
+    fn redacted(self) -> Self {
+        let clean = |text: String| match crate::redact::redact(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
+        match self {
+            Self::Connect(text) => Self::Connect(clean(text)),
+            Self::Status { status, message } => Self::Status {
+                status,
+                message: clean(message),
+            },
+            Self::Upstream(text) => Self::Upstream(clean(text)),
+            Self::Protocol(text) => Self::Protocol(clean(text)),
+            Self::Cut(text) => Self::Cut(clean(text)),
+            Self::InvalidRequest(text) => Self::InvalidRequest(clean(text)),
+            Self::Timeout => Self::Timeout,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +144,26 @@ mod tests {
         }
         assert!(ProviderError::cut("openai", "eof").retryable());
         assert!(ProviderError::new("openai", ErrorKind::Timeout).retryable());
+    }
+
+    #[test]
+    fn no_kind_of_error_carries_a_key() {
+        let key = "sk-proj-Zy0xW9vU8tS7rQ6pO5nM4lK3jI2hG1fE";
+        let said = || format!("Incorrect API key provided: {key}.");
+        for kind in [
+            ErrorKind::Connect(said()),
+            ErrorKind::Status {
+                status: 401,
+                message: said(),
+            },
+            ErrorKind::Upstream(said()),
+            ErrorKind::Protocol(said()),
+            ErrorKind::Cut(said()),
+            ErrorKind::InvalidRequest(said()),
+        ] {
+            let error = ProviderError::new("openai", kind);
+            assert!(!error.to_string().contains(key), "{error}");
+            assert!(error.to_string().contains("[redacted]"), "{error}");
+        }
     }
 }

@@ -28,6 +28,7 @@ pub mod ollama;
 pub mod openai;
 pub mod openrouter;
 pub mod pricing;
+pub mod redact;
 mod tally;
 mod upstream;
 mod wire;

@@ -1,8 +1,10 @@
 //! One log line per request: id, agent, provider, model, status, tokens, cost, duration.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
+use chrysalis_services::redact::redact;
 use chrysalis_services::Usage;
 use tokio::time::Instant;
 
@@ -21,8 +23,8 @@ impl RequestLog {
         let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+            .map_or(Cow::Borrowed("-"), field)
+            .into_owned();
         Self {
             request_id,
             agent_id: None,
@@ -35,8 +37,8 @@ impl RequestLog {
         self.agent_id = Some(agent_id.clone());
     }
 
-    fn agent_id(&self) -> &str {
-        self.agent_id.as_deref().unwrap_or("-")
+    fn agent_id(&self) -> Cow<'_, str> {
+        self.agent_id.as_deref().map_or(Cow::Borrowed("-"), field)
     }
 
     fn duration_ms(&self) -> f64 {
@@ -47,9 +49,9 @@ impl RequestLog {
         tracing::info!(
             request_id = %self.request_id,
             route = self.route,
-            agent_id = self.agent_id(),
+            agent_id = %self.agent_id(),
             provider,
-            model,
+            model = %field(model),
             status = 200,
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
@@ -63,11 +65,11 @@ impl RequestLog {
         tracing::info!(
             request_id = %self.request_id,
             route = self.route,
-            agent_id = self.agent_id(),
+            agent_id = %self.agent_id(),
             provider = provider.unwrap_or("-"),
             status = error.status.as_u16(),
             error_type = error.kind,
-            message = %error.message,
+            message = %field(&error.message),
             duration_ms = self.duration_ms(),
             "request failed"
         );
@@ -77,12 +79,49 @@ impl RequestLog {
         tracing::info!(
             request_id = %self.request_id,
             route = self.route,
-            agent_id = self.agent_id(),
+            agent_id = %self.agent_id(),
             provider,
-            model,
+            model = %field(model),
             status = 499,
             duration_ms = self.duration_ms(),
             "client went away mid-stream"
         );
+    }
+}
+
+/// Longest text a log field carries: a client chooses its agent id, request
+/// id and model name, and a line must stay a line.
+const MAX_FIELD_BYTES: usize = 256;
+
+/// `text` as a log field: no secrets, at most [`MAX_FIELD_BYTES`] (cut on a
+/// character boundary and marked with `…`).
+fn field(text: &str) -> Cow<'_, str> {
+    let text = if text.len() > MAX_FIELD_BYTES {
+        let mut end = MAX_FIELD_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Cow::Owned(format!("{}…", &text[..end]))
+    } else {
+        Cow::Borrowed(text)
+    };
+    match redact(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(clean) => Cow::Owned(clean),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_fields_are_bounded_and_carry_no_key() {
+        let long = "é".repeat(10_000);
+        let cut = field(&long);
+        assert!(cut.len() <= MAX_FIELD_BYTES + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(field("sk-proj-0123456789abcdef01234567"), "[redacted]");
+        assert!(matches!(field("agent-7"), Cow::Borrowed("agent-7")));
     }
 }

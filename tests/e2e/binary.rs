@@ -294,9 +294,13 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     const TOKEN: &str = "gateway-token-SECRET-42";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = runtime.block_on(crate::support::FakeUpstream::start(|request| {
+        let echo = format!("Incorrect API key provided: {KEY}");
         if request.body["messages"][0]["content"] == "fail" {
-            let echo = format!("Incorrect API key provided: {KEY}");
             crate::support::Reply::json(401, serde_json::json!({"error": {"message": echo}}))
+        } else if request.body["stream"] == true {
+            let text = serde_json::json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]});
+            let error = serde_json::json!({"error": {"message": echo, "type": "server_error"}});
+            crate::support::Reply::sse(&format!("data: {text}\n\ndata: {error}\n\n"), 32)
         } else {
             crate::support::Reply::json(
                 200,
@@ -331,6 +335,20 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
             assert_eq!(response.headers()["x-request-id"], format!("req-{content}").as_str());
             assert!(!response.text().await.unwrap().contains(KEY));
         }
+        let stream = format!("http://127.0.0.1:{}/v1/chat/stream", gateway.port);
+        let body = serde_json::json!({"agent_id": "auditor", "messages": [{"role": "user", "content": "stream"}]});
+        let response = client
+            .post(&stream)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let text = response.text().await.unwrap();
+        assert!(
+            text.contains("Incorrect API key provided") && !text.contains(KEY),
+            "{text}"
+        );
     });
     let pid = gateway.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

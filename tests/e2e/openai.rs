@@ -112,6 +112,38 @@ async fn an_error_event_mid_stream_ends_with_an_error_frame() {
     assert!(message.contains("The server had an error"), "{message}");
 }
 
+/// A key another project holds, echoed by a misbehaving upstream or proxy.
+const FOREIGN_KEY: &str = "sk-proj-Qw3rTy6uIo9pAs2dFg5hJk8lZx1cVb4nM7qW0eR3tY6uI9oP";
+
+fn error_event_quoting_keys() -> String {
+    let message = format!("Incorrect API key provided: {KEY}; also tried {FOREIGN_KEY}.");
+    format!(
+        "data: {}\n\n",
+        json!({"error": {"message": message, "type": "invalid_request_error"}})
+    )
+}
+
+#[tokio::test]
+async fn a_key_in_a_stream_error_event_never_reaches_the_client() {
+    for before_text in [true, false] {
+        let mut body = stream_body(if before_text { &[] } else { &["Hel"] });
+        body.push_str(&error_event_quoting_keys());
+        let fake = FakeUpstream::always(Reply::sse(&body, 40)).await;
+        let gateway = Gateway::openai(&fake, &[]).await;
+        let chat = gateway.post("/v1/chat/stream").json(&hello(None)).send().await.unwrap();
+        let openai = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+        let compat = gateway.post("/v1/chat/completions").json(&openai).send().await.unwrap();
+        for response in [chat, compat] {
+            let text = response.text().await.unwrap();
+            assert!(text.contains("Incorrect API key provided"), "{text}");
+            assert!(
+                !text.contains(KEY) && !text.contains(FOREIGN_KEY),
+                "a key leaked: {text}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_stream_cut_before_done_is_an_error_not_a_success() {
     for framing in [Framing::Close, Framing::ChunkedCut] {
