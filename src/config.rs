@@ -81,9 +81,12 @@ pub struct Config {
     /// USD that may be spent in a UTC month.
     #[arg(long, env = "LLM_MONTHLY_BUDGET_USD", default_value_t = 500.0, value_parser = non_negative)]
     pub llm_monthly_budget_usd: f64,
-    /// Output tokens reserved against the budget for a call that sets no max_tokens.
-    #[arg(long, env = "LLM_BUDGET_DEFAULT_MAX_TOKENS", default_value_t = 4096)]
+    /// Output cap reserved against the budget for, and sent with, a call that sets no max_tokens.
+    #[arg(long, env = "LLM_BUDGET_DEFAULT_MAX_TOKENS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub llm_budget_default_max_tokens: u32,
+    /// A model with no price: `refuse` it (400), charge the provider's dearest price (`ceiling`), or serve it unbudgeted at $0 (`allow`).
+    #[arg(long, env = "LLM_UNPRICED_MODELS", value_enum, default_value_t = UnpricedModels::Refuse)]
+    pub llm_unpriced_models: UnpricedModels,
     /// JSON file of extra or overriding prices: {"model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}.
     #[arg(long, env = "LLM_PRICES_FILE")]
     pub llm_prices_file: Option<PathBuf>,
@@ -351,6 +354,27 @@ fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+/// What is done with a model the price table cannot price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnpricedModels {
+    /// Refuse the call with a 400 naming the model: the budget cannot bound it.
+    Refuse,
+    /// Charge the dearest price known for the provider.
+    Ceiling,
+    /// Serve it at $0, outside every budget.
+    Allow,
+}
+
+impl From<UnpricedModels> for chrysalis_services::pricing::Unpriced {
+    fn from(policy: UnpricedModels) -> Self {
+        match policy {
+            UnpricedModels::Refuse => Self::Refuse,
+            UnpricedModels::Ceiling => Self::Ceiling,
+            UnpricedModels::Allow => Self::Allow,
+        }
     }
 }
 

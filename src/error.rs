@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_middleware::budget::error::BudgetExceeded;
+use chrysalis_middleware::budget::error::{BudgetExceeded, UnpricedModel};
 use chrysalis_middleware::circuit_breaker::error::Open;
 use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
 use chrysalis_middleware::rate_limit::error::RateLimited;
@@ -146,6 +146,8 @@ impl ApiError {
             Self::all_failed(all, message)
         } else if error.is::<BudgetExceeded>() {
             Self::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
+        } else if let Some(unpriced) = error.downcast_ref::<UnpricedModel>() {
+            Self::unpriced(unpriced)
         } else if let Some(limited) = error.downcast_ref::<RateLimited>() {
             Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).retry_after(limited.retry_after)
         } else if let Some(open) = error.downcast_ref::<AllOpen>() {
@@ -161,6 +163,20 @@ impl ApiError {
     }
 
     /// 502 listing every attempt; 504 if every provider tried timed out.
+    /// 400 for a model the budget cannot price: what to do about it, by name.
+    fn unpriced(unpriced: &UnpricedModel) -> Self {
+        let message = format!(
+            "model `{}` has no price, so the budget cannot bound what a call to {} would cost: \
+             add it to LLM_PRICES_FILE, or set LLM_UNPRICED_MODELS=ceiling (charge the provider's dearest price) \
+             or LLM_UNPRICED_MODELS=allow (serve it unbudgeted)",
+            unpriced.model, unpriced.provider
+        );
+        Self {
+            param: Some("model".into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "unpriced_model", message)
+        }
+    }
+
     fn all_failed(all: &AllFailed, message: String) -> Self {
         let attempts: Vec<_> = all
             .attempts

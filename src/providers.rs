@@ -25,6 +25,8 @@ pub struct Provider {
     pub model: String,
     /// The model pinned for it as a fallback (`anthropic:claude-...`).
     pub pinned: Option<String>,
+    /// It runs on hardware already paid for (Ollama, the mock).
+    pub local: bool,
     /// Its service, type-erased.
     pub service: ChatService,
 }
@@ -44,6 +46,7 @@ pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Vec<Provider> {
                 name: spec.kind.name(),
                 model,
                 pinned: spec.model,
+                local: matches!(spec.kind, ProviderKind::Ollama | ProviderKind::Mock),
                 service,
             }
         })

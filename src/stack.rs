@@ -17,7 +17,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderName, Method};
 use axum::Router;
 use chrysalis_middleware::auth::BearerAuthLayer;
-use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Durability, SqliteLedger};
+use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Durability, Route, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
@@ -33,7 +33,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
-use crate::config::{Config, ConfigError, DbSync, Origins, RateKey};
+use crate::config::{Config, ConfigError, DbSync, Origins, RateKey, UnpricedModels};
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
 
@@ -184,6 +184,7 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
 
 fn prices(config: &Config) -> Result<PriceTable, ConfigError> {
     let mut prices = PriceTable::builtin();
+    prices.set_unpriced(config.llm_unpriced_models.into());
     if let Some(path) = &config.llm_prices_file {
         let error = |problem: String| ConfigError {
             variable: "LLM_PRICES_FILE",
@@ -196,10 +197,36 @@ fn prices(config: &Config) -> Result<PriceTable, ConfigError> {
     Ok(prices)
 }
 
+fn route(provider: &Provider) -> Route {
+    let route = if provider.local { Route::local } else { Route::paid };
+    route(provider.name, provider.model.clone())
+}
+
+/// With unpriced models refused, a provider whose own model has no price
+/// would refuse every call: say so at start-up instead.
+fn check_priced(config: &Config, providers: &[Provider], prices: &PriceTable) -> Result<(), ConfigError> {
+    if config.llm_unpriced_models != UnpricedModels::Refuse {
+        return Ok(());
+    }
+    match providers.iter().find(|p| !p.local && prices.lookup(&p.model).is_none()) {
+        None => Ok(()),
+        Some(unpriced) => Err(ConfigError {
+            variable: "LLM_PRICES_FILE",
+            problem: format!(
+                "model `{}` of provider {} has no price, so the budget cannot bound its calls: \
+                 add it to LLM_PRICES_FILE, or set LLM_UNPRICED_MODELS=ceiling (charge the provider's dearest price) \
+                 or =allow (serve it unbudgeted)",
+                unpriced.model, unpriced.name
+            ),
+        }),
+    }
+}
+
 fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> Result<BudgetLayer, ConfigError> {
+    check_priced(config, providers, &prices)?;
     let mut budget = BudgetConfig::new(config.llm_daily_budget_usd, config.llm_monthly_budget_usd, prices)
         .expect("limits were checked when the configuration was parsed");
-    budget.models = providers.iter().map(|p| p.model.clone()).collect();
+    budget.routes = providers.iter().map(route).collect();
     budget.default_max_tokens = config.llm_budget_default_max_tokens;
     let durability = match config.gateway_db_sync {
         DbSync::Normal => Durability::ProcessCrash,

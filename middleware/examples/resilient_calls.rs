@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
+use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger, Route};
 use chrysalis_middleware::circuit_breaker::CircuitBreakerLayer;
 use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
@@ -56,7 +56,7 @@ async fn main() -> Result<(), BoxError> {
         Target::fallback("backup", None, BoxCloneSyncService::new(backup)),
     ]);
     let mut budget = BudgetConfig::new(1.0, 10.0, prices)?;
-    budget.models = vec!["mock-1".into()];
+    budget.routes = vec![Route::local("mock", "mock-1"), Route::local("mock", "mock-1")];
     let budget = BudgetLayer::new(budget, Arc::new(MemoryLedger::default()))?;
     let spend = budget.handle();
 

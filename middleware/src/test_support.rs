@@ -31,7 +31,7 @@ type Script = dyn Fn(usize) -> Act + Send + Sync;
 pub struct Scripted {
     pub name: &'static str,
     calls: Arc<AtomicUsize>,
-    models: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    requests: Arc<std::sync::Mutex<Vec<ChatRequest>>>,
     script: Arc<Script>,
 }
 
@@ -40,7 +40,7 @@ impl Scripted {
         Self {
             name,
             calls: Arc::default(),
-            models: Arc::default(),
+            requests: Arc::default(),
             script: Arc::new(script),
         }
     }
@@ -55,7 +55,12 @@ impl Scripted {
 
     /// The model each call asked for.
     pub fn models(&self) -> Vec<Option<String>> {
-        self.models.lock().unwrap().clone()
+        self.requests().into_iter().map(|r| r.model).collect()
+    }
+
+    /// Each call's request, as it reached this provider.
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
@@ -70,7 +75,7 @@ impl tower::Service<ChatRequest> for Scripted {
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        self.models.lock().unwrap().push(request.model.clone());
+        self.requests.lock().unwrap().push(request.clone());
         let act = (self.script)(n);
         let name = self.name;
         Box::pin(act_out(name, act))

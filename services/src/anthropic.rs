@@ -86,7 +86,7 @@ impl Inner {
             http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
         }
         let response = self.config.send(NAME, http, body).await?;
-        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
+        let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = EventProtocol {
                 sse: SseParser::default(),

@@ -82,7 +82,7 @@ impl Inner {
         let http = self.config.post(NAME, &self.endpoint)?;
         let body = serde_json::to_vec(&body).expect("a request always serialises");
         let response = self.config.send(NAME, http, body).await?;
-        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
+        let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         tally.local = true;
         if request.stream {
             let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), LineProtocol { tally });

@@ -105,7 +105,12 @@ impl Inner {
             .config
             .send(self.provider, http, self.body(&model, &request))
             .await?;
-        let mut tally = Tally::new(self.config.prices.clone(), model.clone(), request.prompt_chars());
+        let mut tally = Tally::new(
+            self.provider,
+            self.config.prices.clone(),
+            model.clone(),
+            request.prompt_chars(),
+        );
         if request.stream {
             let protocol = ChunkProtocol {
                 sse: SseParser::default(),

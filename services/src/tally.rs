@@ -8,9 +8,12 @@ use crate::pricing::PriceTable;
 
 /// What one call has produced so far.
 pub(crate) struct Tally {
+    provider: &'static str,
     prices: Arc<PriceTable>,
     /// The model to price: the requested one until the upstream names its own.
     pub(crate) model: String,
+    /// The model requested, which prices the call if the served name is unknown.
+    requested: String,
     prompt_chars: usize,
     completion_chars: usize,
     pub(crate) usage: Option<Usage>,
@@ -22,9 +25,11 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn new(prices: Arc<PriceTable>, model: String, prompt_chars: usize) -> Self {
+    pub(crate) fn new(provider: &'static str, prices: Arc<PriceTable>, model: String, prompt_chars: usize) -> Self {
         Self {
+            provider,
             prices,
+            requested: model.clone(),
             model,
             prompt_chars,
             completion_chars: 0,
@@ -59,7 +64,7 @@ impl Tally {
         let cost_usd = match self.reported_cost {
             Some(cost) => cost,
             None if self.local => self.prices.lookup(&self.model).map_or(0.0, |p| p.cost(usage)),
-            None => self.prices.cost(&self.model, usage),
+            None => self.prices.cost(self.provider, &[&self.model, &self.requested], usage),
         };
         StreamEnd {
             usage,

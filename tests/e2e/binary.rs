@@ -71,6 +71,7 @@ fn help_lists_every_variable() {
         "LLM_DAILY_BUDGET_USD",
         "LLM_MONTHLY_BUDGET_USD",
         "LLM_PRICES_FILE",
+        "LLM_UNPRICED_MODELS",
         "GATEWAY_DB",
         "CIRCUIT_FAILURE_THRESHOLD",
         "CIRCUIT_RESET_TIME_MS",

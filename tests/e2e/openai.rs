@@ -193,9 +193,13 @@ async fn a_429_keeps_the_upstream_status_and_message() {
 
 #[tokio::test]
 async fn an_upstream_bad_request_is_the_clients_400() {
-    let error = json!({"error": {"message": "The model `gpt-9` does not exist", "type": "invalid_request_error"}});
+    let error =
+        json!({"error": {"message": "The model `gpt-4o-2099-01-01` does not exist", "type": "invalid_request_error"}});
     let fake = FakeUpstream::always(Reply::json(404, error)).await;
-    let (status, body) = Gateway::openai(&fake, &[]).await.chat(hello(Some("gpt-9"))).await;
+    let (status, body) = Gateway::openai(&fake, &[])
+        .await
+        .chat(hello(Some("gpt-4o-2099-01-01")))
+        .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request");
     assert!(body["error"]["message"].as_str().unwrap().contains("does not exist"));

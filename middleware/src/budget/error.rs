@@ -39,6 +39,19 @@ pub struct BudgetExceeded {
     pub estimate_usd: f64,
 }
 
+/// The call names a model the price table cannot price, so the budget
+/// cannot bound what it would cost: refused before any provider was called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "model `{model}` has no price, so the budget cannot bound what a call to {provider} would cost;      add its price to the price table"
+)]
+pub struct UnpricedModel {
+    /// The provider that would serve it.
+    pub provider: &'static str,
+    /// The model.
+    pub model: String,
+}
+
 /// A limit that is not a non-negative number of dollars.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[error("a budget must be a non-negative number of dollars, not {0}")]

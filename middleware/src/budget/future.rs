@@ -8,7 +8,6 @@ use chrysalis_services::ChatResponse;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use super::error::BudgetExceeded;
 use super::ledger::Commit;
 use super::settle::SettleStream;
 use super::state::Reservation;
@@ -25,7 +24,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Refused { exceeded: BudgetExceeded },
+        Refused { error: Option<BoxError> },
         Calling { #[pin] future: F, reservation: Option<Reservation> },
         Committing { commit: Commit, response: Option<ChatResponse> },
     }
@@ -41,9 +40,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(super) fn refused(exceeded: BudgetExceeded) -> Self {
+    pub(super) fn refused(error: BoxError) -> Self {
         Self {
-            state: State::Refused { exceeded },
+            state: State::Refused { error: Some(error) },
         }
     }
 }
@@ -59,7 +58,9 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Refused { exceeded } => return Poll::Ready(Err((*exceeded).into())),
+                StateProj::Refused { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")))
+                }
                 StateProj::Calling { future, reservation } => {
                     // An error drops the reservation, which releases it.
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;

@@ -3,19 +3,24 @@
 //!
 //! Before a call, the most it may cost (its prompt plus every token it may
 //! generate, at the dearest price of the models that may serve it) is
-//! reserved; a call that could pass a limit, counting what is spent and what
-//! calls in flight hold, is refused. After the call its real cost is settled
+//! reserved, and the call goes on with that output cap (`max_tokens`) set, so
+//! it cannot cost more. A call that could pass a limit, counting what is
+//! spent and what calls in flight hold, is refused; so is a call to a model
+//! the price table cannot price, unless the table's [`Unpriced`] policy says
+//! otherwise. After the call its real cost is settled
 //! and the rest released: complete answers when they arrive, streams when they
 //! end, break, or the client goes away. A call's spend is durable in the
 //! [`SpendLedger`] before its answer (or its stream's last frame) goes out.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
+//! use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger, Route};
 //! use chrysalis_services::{mock::{Mock, MockConfig}, pricing::PriceTable};
 //! use tower::Layer;
 //!
-//! let config = BudgetConfig::new(50.0, 500.0, Arc::new(PriceTable::builtin())).unwrap();
+//! let mut config = BudgetConfig::new(50.0, 500.0, Arc::new(PriceTable::builtin())).unwrap();
+//! // The mock serves calls; it is free unless the table prices its model.
+//! config.routes = vec![Route::local("mock", "mock-1")];
 //! let layer = BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap();
 //! let budget = layer.handle();
 //! let service = layer.layer(Mock::new(MockConfig::default()));
@@ -34,6 +39,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use chrysalis_services::pricing::PriceTable;
+#[cfg(doc)]
+use chrysalis_services::pricing::Unpriced;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
@@ -55,11 +62,44 @@ pub struct BudgetConfig {
     pub monthly_usd: f64,
     /// Prices, to estimate what a call may cost.
     pub prices: Arc<PriceTable>,
-    /// Models that may serve a call besides the one it names (the primary's
-    /// default, the fallbacks'); a call is reserved at the dearest.
-    pub models: Vec<String>,
-    /// Output tokens reserved for a call that sets no `max_tokens`.
+    /// The providers that may serve a call, in failover order: the first
+    /// serves the model the call names (its own when it names none), the
+    /// others their own. A call is reserved at the dearest. With no routes,
+    /// only the model the call names is priced.
+    pub routes: Vec<Route>,
+    /// The output cap reserved for, and set on, a call that sets no `max_tokens`.
     pub default_max_tokens: u32,
+}
+
+/// A provider that may serve a call, and the model it would use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The provider (`openai`, `anthropic`, `openrouter`, ...).
+    pub provider: &'static str,
+    /// Its model: the primary's default, a fallback's pinned or default one.
+    pub model: String,
+    /// Runs on hardware already paid for (Ollama, the mock): free unless the
+    /// price table names its model, and never refused as unpriced.
+    pub local: bool,
+}
+
+impl Route {
+    /// A provider that charges for its calls.
+    pub fn paid(provider: &'static str, model: impl Into<String>) -> Self {
+        Self {
+            provider,
+            model: model.into(),
+            local: false,
+        }
+    }
+
+    /// A provider that runs locally.
+    pub fn local(provider: &'static str, model: impl Into<String>) -> Self {
+        Self {
+            local: true,
+            ..Self::paid(provider, model)
+        }
+    }
 }
 
 impl BudgetConfig {
@@ -75,7 +115,7 @@ impl BudgetConfig {
             daily_usd,
             monthly_usd,
             prices,
-            models: Vec::new(),
+            routes: Vec::new(),
             default_max_tokens: 4096,
         })
     }
@@ -175,10 +215,12 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: ChatRequest) -> Self::Future {
+    fn call(&mut self, mut request: ChatRequest) -> Self::Future {
+        // The cap reserved for is the cap sent: no answer can run past it.
+        request.max_tokens.get_or_insert(self.state.default_max_tokens());
         match self.state.reserve(&request) {
             Ok(reservation) => ResponseFuture::called(self.inner.call(request), reservation),
-            Err(exceeded) => ResponseFuture::refused(exceeded),
+            Err(refused) => ResponseFuture::refused(refused),
         }
     }
 }

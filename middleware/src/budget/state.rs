@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chrysalis_services::pricing::{Price, Unpriced};
 use chrysalis_services::{ChatRequest, Usage};
+use tower::BoxError;
 
-use super::error::{BudgetExceeded, LedgerError, Window};
+use super::error::{BudgetExceeded, LedgerError, UnpricedModel, Window};
 use super::ledger::{Commit, SpendLedger, SpendRow};
 use super::utc;
-use super::BudgetConfig;
+use super::{BudgetConfig, Route};
 
 const NANOS_PER_USD: f64 = 1e9;
 
@@ -104,9 +106,14 @@ impl BudgetState {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds the most `request` may cost, or refuses it if that could pass a limit.
-    pub(crate) fn reserve(self: &Arc<Self>, request: &ChatRequest) -> Result<Reservation, BudgetExceeded> {
-        let estimate = self.estimate(request);
+    pub(crate) fn default_max_tokens(&self) -> u32 {
+        self.config.default_max_tokens
+    }
+
+    /// Holds the most `request` may cost, or refuses it if that could pass a
+    /// limit or cannot be priced.
+    pub(crate) fn reserve(self: &Arc<Self>, request: &ChatRequest) -> Result<Reservation, BoxError> {
+        let estimate = self.estimate(request)?;
         let mut windows = self.lock();
         windows.roll(self.clock.now_ms());
         for (window, spent, limit) in [
@@ -120,7 +127,8 @@ impl BudgetState {
                     spent_usd: usd(spent),
                     reserved_usd: usd(windows.reserved),
                     estimate_usd: usd(estimate),
-                });
+                }
+                .into());
             }
         }
         windows.reserved += estimate;
@@ -133,23 +141,71 @@ impl BudgetState {
         })
     }
 
-    /// The most `request` may cost on any model that may serve it: the prompt
-    /// at two bytes a token (a generous bound) plus every token it may generate.
-    pub(crate) fn estimate(&self, request: &ChatRequest) -> i64 {
+    /// The most `request` may cost on any route that may serve it: every
+    /// prompt byte a token (no tokenizer makes more; at most the model's
+    /// context window) plus every token it may generate.
+    pub(crate) fn estimate(&self, request: &ChatRequest) -> Result<i64, UnpricedModel> {
         let prompt_bytes: usize = request.messages.iter().map(|m| m.content.len() + 16).sum();
-        let usage = Usage {
-            prompt_tokens: prompt_bytes.div_ceil(2) as u64,
-            completion_tokens: u64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens)),
+        let completion_tokens = u64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens));
+        let mut dearest = 0.0_f64;
+        for (route, model) in self.candidates(request) {
+            let price = self.price(route, model)?;
+            let window = self.config.prices.context_window(model).map_or(u64::MAX, u64::from);
+            let usage = Usage {
+                prompt_tokens: (prompt_bytes as u64).min(window),
+                completion_tokens,
+            };
+            dearest = dearest.max(price.cost(usage));
+        }
+        Ok(nanos(dearest))
+    }
+
+    /// Each route that may serve `request`, with the model it would use.
+    fn candidates<'a>(&'a self, request: &'a ChatRequest) -> impl Iterator<Item = (Option<&'a Route>, &'a str)> {
+        let routes = &self.config.routes;
+        let unrouted = routes.is_empty().then_some(request.model.as_deref()).flatten();
+        let primary = routes
+            .first()
+            .map(|route| (Some(route), request.model.as_deref().unwrap_or(&route.model)));
+        let fallbacks = routes.iter().skip(1).map(|route| (Some(route), route.model.as_str()));
+        unrouted
+            .map(|model| (None, model))
+            .into_iter()
+            .chain(primary)
+            .chain(fallbacks)
+    }
+
+    /// The price `model` is reserved at on `route` (`None`: unknown provider).
+    fn price(&self, route: Option<&Route>, model: &str) -> Result<Price, UnpricedModel> {
+        const FREE: Price = Price {
+            input_per_mtok: 0.0,
+            output_per_mtok: 0.0,
         };
         let prices = &self.config.prices;
-        let cost = request
-            .model
-            .iter()
-            .chain(&self.config.models)
-            .filter_map(|model| prices.lookup(model))
-            .map(|price| price.cost(usage))
-            .fold(0.0, f64::max);
-        nanos(cost)
+        let provider = route.map_or("unknown", |route| route.provider);
+        if route.is_some_and(|route| route.local) {
+            return Ok(prices.lookup(model).unwrap_or(FREE));
+        }
+        match prices.price_for(provider, model) {
+            Some(price) => Ok(price),
+            None if prices.unpriced() == Unpriced::Allow => Ok(FREE),
+            None => Err(UnpricedModel {
+                provider,
+                model: model.to_owned(),
+            }),
+        }
+    }
+
+    /// What `usage` of `model` on `provider` costs, for a call whose
+    /// provider could not report it (a stream cut short).
+    fn partial_cost(&self, provider: &str, model: &str, usage: Usage) -> f64 {
+        let route = self.config.routes.iter().find(|route| route.provider == provider);
+        let prices = &self.config.prices;
+        let price = match route {
+            Some(route) if route.local => prices.lookup(model),
+            _ => prices.price_for(provider, model),
+        };
+        price.map_or(0.0, |price| price.cost(usage))
     }
 
     fn settle(&self, estimate: i64, row: Option<SpendRow>) -> Option<Commit> {
@@ -277,7 +333,7 @@ impl Reservation {
             return None; // Dropping releases it: nothing was generated.
         }
         let usage = Usage::estimate(self.prompt_chars, chars);
-        let cost = self.state.config.prices.lookup(model).map_or(0.0, |p| p.cost(usage));
+        let cost = self.state.partial_cost(provider, model, usage);
         self.settle(provider, model, usage, cost)
     }
 }

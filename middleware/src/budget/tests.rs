@@ -9,11 +9,12 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
 
-use super::error::{BudgetExceeded, LedgerError, Window};
+use super::error::{BudgetExceeded, LedgerError, UnpricedModel, Window};
 use super::ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
 use super::state::{nanos, WallClock};
-use super::{BudgetConfig, BudgetLayer};
+use super::{BudgetConfig, BudgetLayer, Route};
 use crate::test_support::*;
+use chrysalis_services::pricing::Unpriced;
 
 /// 2026-11-30T23:00:00Z.
 const NOV_30_23H: i64 = 1_796_079_600_000;
@@ -41,7 +42,7 @@ fn layer_with(daily: f64, monthly: f64, ledger: Arc<dyn SpendLedger>, now: i64) 
 }
 
 fn estimate(layer: &BudgetLayer) -> f64 {
-    super::state::usd(layer.state.estimate(&priced_request()))
+    super::state::usd(layer.state.estimate(&priced_request()).unwrap())
 }
 
 #[tokio::test]
@@ -217,4 +218,98 @@ async fn the_answer_waits_until_its_spend_is_durable() {
     assert!(held.is_err(), "the last frame waits for the ledger");
     ledger.gates.lock().unwrap().remove(0).send(Ok(())).unwrap();
     assert_eq!(stream.next().await, Some(end()));
+}
+
+#[tokio::test]
+async fn a_call_without_max_tokens_goes_out_with_the_cap_it_was_reserved_for() {
+    let (layer, _) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let provider = Scripted::always("p", Act::Answer);
+    let mut request = priced_request();
+    request.max_tokens = None;
+    layer.layer(provider.clone()).oneshot(request).await.unwrap();
+    let mut capped = priced_request();
+    capped.max_tokens = Some(77);
+    layer.layer(provider.clone()).oneshot(capped).await.unwrap();
+    let sent: Vec<_> = provider.requests().iter().map(|r| r.max_tokens).collect();
+    assert_eq!(sent, [Some(4096), Some(77)]);
+}
+
+#[test]
+fn the_prompt_is_reserved_at_a_token_a_byte_up_to_the_context_window() {
+    let (layer, _) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let mut request = priced_request();
+    request.max_tokens = Some(0);
+    // Rare characters take more than one token each: three bytes, up to three tokens.
+    let text = "\u{2f00}".repeat(1000);
+    request.messages = vec![chrysalis_services::Message::new(chrysalis_services::Role::User, text)].into();
+    let estimate = super::state::usd(layer.state.estimate(&request).unwrap());
+    let gpt_4o_input = 2.50 / 1e6;
+    assert!((estimate - (3000.0 + 16.0) * gpt_4o_input).abs() < 1e-9, "{estimate}");
+    // No prompt is longer than the model's window (the upstream refuses it).
+    let huge = "x".repeat(1_000_000);
+    request.messages = vec![chrysalis_services::Message::new(chrysalis_services::Role::User, huge)].into();
+    let estimate = super::state::usd(layer.state.estimate(&request).unwrap());
+    assert!((estimate - 128_000.0 * gpt_4o_input).abs() < 1e-9, "{estimate}");
+}
+
+fn unpriced_layer(policy: Unpriced, routes: Vec<Route>) -> BudgetLayer {
+    let mut prices = PriceTable::builtin();
+    prices.set_unpriced(policy);
+    let mut config = BudgetConfig::new(1.0, 10.0, Arc::new(prices)).unwrap();
+    config.routes = routes;
+    BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap()
+}
+
+fn asking_for(model: &str) -> ChatRequest {
+    let mut request = request();
+    request.model = Some(model.into());
+    request
+}
+
+#[tokio::test]
+async fn an_unpriced_model_is_refused_by_default_naming_it() {
+    let routes = vec![Route::paid("openai", "gpt-4o-mini")];
+    let provider = Scripted::always("openai", Act::Answer);
+    let service = unpriced_layer(Unpriced::Refuse, routes).layer(provider.clone());
+    let error = service.clone().oneshot(asking_for("gpt-9-turbo")).await.unwrap_err();
+    let unpriced = error.downcast_ref::<UnpricedModel>().expect("refused as unpriced");
+    assert_eq!((unpriced.provider, unpriced.model.as_str()), ("openai", "gpt-9-turbo"));
+    assert_eq!(provider.calls(), 0);
+    // A fallback pinned to an unpriced model is refused too, whatever the call names.
+    let routes = vec![
+        Route::paid("openai", "gpt-4o-mini"),
+        Route::paid("anthropic", "claude-next"),
+    ];
+    let service = unpriced_layer(Unpriced::Refuse, routes).layer(provider.clone());
+    let error = service.oneshot(asking_for("gpt-4o-mini")).await.unwrap_err();
+    assert_eq!(error.downcast_ref::<UnpricedModel>().unwrap().model, "claude-next");
+    assert_eq!(provider.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_local_route_is_free_and_an_allowed_unpriced_model_is_unbudgeted() {
+    let provider = Scripted::always("ollama", Act::Answer);
+    let local = unpriced_layer(Unpriced::Refuse, vec![Route::local("ollama", "llama3.2")]);
+    local
+        .layer(provider.clone())
+        .oneshot(asking_for("qwen3:32b"))
+        .await
+        .unwrap();
+    let allow = unpriced_layer(Unpriced::Allow, vec![Route::paid("openai", "gpt-4o-mini")]);
+    let mut request = asking_for("gpt-9-turbo");
+    request.max_tokens = Some(1_000_000_000);
+    allow.layer(provider.clone()).oneshot(request).await.unwrap();
+    assert_eq!(provider.calls(), 2);
+}
+
+#[test]
+fn an_unpriced_model_under_the_ceiling_policy_is_reserved_at_the_providers_dearest() {
+    let routes = vec![Route::paid("anthropic", "claude-haiku-4-5")];
+    let layer = unpriced_layer(Unpriced::Ceiling, routes);
+    let mut request = asking_for("claude-next");
+    request.messages = vec![].into();
+    request.max_tokens = Some(1000);
+    let estimate = super::state::usd(layer.state.estimate(&request).unwrap());
+    // Claude's dearest output: 75 USD per million tokens.
+    assert!((estimate - 1000.0 * 75.0 / 1e6).abs() < 1e-9, "{estimate}");
 }

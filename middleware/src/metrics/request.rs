@@ -13,7 +13,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::families::{Metrics, RequestLabels, NONE};
 use super::upstream;
-use crate::budget::error::BudgetExceeded;
+use crate::budget::error::{BudgetExceeded, UnpricedModel};
 use crate::failover::error::AllOpen;
 use crate::fault::is_client_error;
 use crate::observe::{observe, Hold, Observer, Outcome};
@@ -151,7 +151,7 @@ fn outcome_of(error: &(dyn StdError + 'static)) -> &'static str {
         "budget_exceeded"
     } else if error.is::<AllOpen>() {
         "unavailable"
-    } else if is_client_error(error) {
+    } else if is_client_error(error) || error.is::<UnpricedModel>() {
         "invalid_request"
     } else {
         "error"

@@ -1,5 +1,5 @@
 pub mod fake;
 pub mod gateway;
 
-pub use fake::{FakeUpstream, Framing, Reply};
-pub use gateway::{assert_close, assert_cut, assert_whole, hello, Gateway, Streamed, OPENAI_KEY};
+pub use fake::{FakeUpstream, Framing, Recorded, Reply};
+pub use gateway::{assert_close, assert_cut, assert_whole, hello, temp_db, Gateway, Streamed, OPENAI_KEY};
