@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
 use super::log::RequestLog;
+use super::names;
 use super::sse::SseFrames;
 use super::AppState;
 use crate::error::ApiError;
@@ -217,8 +218,13 @@ impl ChatBody {
         if self.max_tokens == Some(0) {
             return Err(ApiError::invalid_request("`max_tokens` must be at least 1"));
         }
-        let mut request = ChatRequest::new(self.agent_id, self.messages);
-        request.model = self.model.filter(|m| !m.trim().is_empty());
+        let agent_id = names::checked("agent_id", self.agent_id)?;
+        let mut request = ChatRequest::new(agent_id, self.messages);
+        request.model = self
+            .model
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| names::checked("model", m))
+            .transpose()?;
         request.temperature = self.temperature;
         request.max_tokens = self.max_tokens;
         request.stream = stream;

@@ -2,6 +2,7 @@
 
 mod chat;
 mod log;
+mod names;
 mod openai;
 mod openai_sse;
 mod sse;

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::chat::{call_complete, call_stream, completion_headers, read_body, sse_response};
 use super::log::RequestLog;
+use super::names;
 use super::openai_sse::{CompletionId, OpenAiFrames};
 use super::AppState;
 use crate::error::ApiError;
@@ -169,10 +170,19 @@ impl CompletionsBody {
             .or(self.user)
             .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| "anonymous".to_owned());
+        let agent_id = names::checked("agent_id", agent_id)?;
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        if max_tokens == Some(0) {
+            return Err(ApiError::invalid_request("`max_tokens` must be at least 1"));
+        }
         let mut request = ChatRequest::new(agent_id, messages);
-        request.model = self.model.filter(|m| !m.trim().is_empty());
+        request.model = self
+            .model
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| names::checked("model", m))
+            .transpose()?;
         request.temperature = self.temperature;
-        request.max_tokens = self.max_completion_tokens.or(self.max_tokens).filter(|&n| n > 0);
+        request.max_tokens = max_tokens;
         request.stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((request, include_usage))

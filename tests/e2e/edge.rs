@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -209,4 +209,38 @@ async fn past_the_in_flight_cap_requests_get_503_at_once() {
         "refused at once, not queued: {waited:?}"
     );
     still_serves(&gateway, None).await;
+}
+
+#[tokio::test]
+async fn absurd_names_and_a_zero_cap_are_400s_before_any_work_on_both_routes() {
+    let gateway = Gateway::start(&["--llm-provider", "mock", "--gateway-max-body-bytes", "4000000"]).await;
+    let huge = "m".repeat(1 << 20);
+    let cases = [
+        (
+            json!({"model": huge, "messages": [{"role": "user", "content": "Hi"}]}),
+            "model",
+        ),
+        (
+            json!({"user": "a".repeat(300), "messages": [{"role": "user", "content": "Hi"}]}),
+            "agent_id",
+        ),
+        (
+            json!({"model": "mock-1", "max_tokens": 0, "messages": [{"role": "user", "content": "Hi"}]}),
+            "max_tokens",
+        ),
+    ];
+    for (body, param) in cases {
+        let response = gateway.post("/v1/chat/completions").json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{param}");
+        let mut ours = body.clone();
+        let ours = ours.as_object_mut().unwrap();
+        let agent = ours.remove("user").unwrap_or_else(|| "agent".into());
+        ours.insert("agent_id".into(), agent);
+        let (status, error) = gateway.chat(Value::Object(ours.clone())).await;
+        assert_eq!(status, 400, "{param}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(param), "{error}");
+        assert!(error.to_string().len() < 1000, "the error does not echo the name");
+    }
+    let scrape = gateway.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(scrape.len() < 64 * 1024, "a scrape of {} bytes", scrape.len());
 }

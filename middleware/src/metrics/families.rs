@@ -13,7 +13,11 @@ use prometheus_client::registry::{Registry, Unit};
 /// Distinct model names that may become label values, besides those known in advance.
 pub const MAX_MODELS: usize = 64;
 
-/// The label of every model beyond the bound.
+/// Longest model name kept as a label: `/metrics` is open to anyone, and a
+/// client chooses the names it asks for.
+pub const MAX_MODEL_LABEL_BYTES: usize = 128;
+
+/// The label of every model beyond the bounds.
 const OTHER: &str = "other";
 
 /// The provider and model label of a request no provider served.
@@ -135,7 +139,8 @@ impl Metrics {
         Self(Arc::new(families))
     }
 
-    /// `model` if it may be a label value, else `other`.
+    /// `model` if it may be a label value (known, or among the first
+    /// [`MAX_MODELS`] seen, short, and free of anything secret), else `other`.
     pub(crate) fn model_label(&self, model: &str) -> ModelLabel {
         self.0.models.label(model)
     }
@@ -173,11 +178,17 @@ impl ModelNames {
         if let Some(label) = seen.get(model) {
             return label.clone();
         }
-        if seen.len() >= MAX_MODELS {
+        if seen.len() >= MAX_MODELS || !fit_for_a_label(model) {
             return self.other.clone();
         }
         let label: ModelLabel = Arc::from(model);
         seen.insert(label.clone());
         label
     }
+}
+
+fn fit_for_a_label(model: &str) -> bool {
+    model.len() <= MAX_MODEL_LABEL_BYTES
+        && !model.chars().any(char::is_control)
+        && matches!(chrysalis_services::redact::redact(model), std::borrow::Cow::Borrowed(_))
 }

@@ -80,3 +80,22 @@ async fn every_call_adds_its_tokens_by_type_and_its_cost() {
     let cost = sample(&registry, r#"gateway_cost_usd_total{provider="p",model="m"}"#);
     assert!((cost - 3.0 * COST).abs() < 1e-12, "{cost}");
 }
+
+#[tokio::test]
+async fn long_or_secret_model_names_never_become_labels() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let service = ProviderMetricsLayer::new(&metrics, "p").layer(Scripted::always("p", Act::Answer));
+    let huge = "m".repeat(1 << 20);
+    for model in [huge.as_str(), "sk-proj-0123456789abcdefghijklmnop", "two\nlines"] {
+        let mut asked = request();
+        asked.model = Some(model.into());
+        let _ = service.clone().oneshot(asked).await;
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.len() < 64 * 1024, "a scrape of {} bytes", text.len());
+    assert!(!text.contains("sk-proj") && !text.contains("two\nlines"), "{text}");
+    let other = r#"gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="p",gen_ai_request_model="other",gen_ai_response_model="m",error_type=""}"#;
+    assert_eq!(sample(&registry, other), 3.0);
+}
