@@ -20,7 +20,8 @@ use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::mock::{Mock, MockConfig};
 use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{
-    ChatRequest, ChatResponse, ChatStream, Chunk, Completion, Message, ProviderError, Role, StreamEnd, Usage,
+    ChatRequest, ChatResponse, ChatStream, Chunk, Completion, FinishReason, Message, ProviderError, Role, StreamEnd,
+    Usage,
 };
 use clap::Parser;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -50,14 +51,12 @@ impl Service<ChatRequest> for Answering {
 fn ready_provider() -> Answering {
     Answering(Arc::new(Completion {
         content: "Hello!".into(),
+        tool_calls: Vec::new(),
         provider: "ready",
         model: "gpt-4o-mini".into(),
-        usage: Usage {
-            prompt_tokens: 10,
-            completion_tokens: 5,
-        },
+        usage: Usage::new(10, 5),
         cost_usd: 0.0,
-        finish_reason: Some("stop".into()),
+        finish_reason: Some(FinishReason::Stop),
         meta: Default::default(),
     }))
 }

@@ -162,7 +162,6 @@ impl ApiError {
         }
     }
 
-    /// 502 listing every attempt; 504 if every provider tried timed out.
     /// 400 for a model the budget cannot price: what to do about it, by name.
     fn unpriced(unpriced: &UnpricedModel) -> Self {
         let message = format!(
@@ -177,6 +176,8 @@ impl ApiError {
         }
     }
 
+    /// 502 listing every attempt; 504 if every provider tried timed out; 400
+    /// if none could serve what the request asks.
     fn all_failed(all: &AllFailed, message: String) -> Self {
         let attempts: Vec<_> = all
             .attempts
@@ -184,6 +185,24 @@ impl ApiError {
             .map(|a| Attempt::of(a.provider, &*a.error))
             .collect();
         let timed_out = attempts.iter().all(|a| a.error == "timeout");
+        let unsupported = all
+            .attempts
+            .iter()
+            .find_map(|a| match a.error.downcast_ref::<ProviderError>() {
+                Some(ProviderError {
+                    kind: ErrorKind::Unsupported { param, .. },
+                    ..
+                }) => Some(param.clone()),
+                _ => None,
+            });
+        if let Some(param) = unsupported.filter(|_| attempts.iter().all(|a| a.error == "unsupported")) {
+            let message = format!("no provider can serve this request: {message}");
+            return Self {
+                attempts,
+                param: Some(param),
+                ..Self::invalid_request(message)
+            };
+        }
         let (status, kind) = if timed_out {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         } else {
@@ -205,6 +224,13 @@ impl ApiError {
 
     /// A provider's failure.
     pub fn from_provider(error: &ProviderError) -> Self {
+        if let ErrorKind::Unsupported { param, .. } = &error.kind {
+            return Self {
+                param: Some(param.clone()),
+                attempts: vec![Attempt::from(error)],
+                ..Self::invalid_request(error.to_string())
+            };
+        }
         if error.is_client_error() {
             return Self::invalid_request(error.to_string());
         }

@@ -24,10 +24,7 @@ use tower::{ServiceBuilder, ServiceExt};
 async fn main() -> Result<(), BoxError> {
     // Price the mock's model, so the budget has something to count.
     let mut prices = PriceTable::builtin();
-    let price = Price {
-        input_per_mtok: 2.0,
-        output_per_mtok: 8.0,
-    };
+    let price = Price::new(2.0, 8.0);
     prices.insert("mock-1", price);
     let prices = Arc::new(prices);
     let broken = Mock::new(MockConfig {

@@ -11,3 +11,11 @@ pub fn is_client_error(error: &(dyn StdError + 'static)) -> bool {
         .downcast_ref::<ProviderError>()
         .is_some_and(ProviderError::is_client_error)
 }
+
+/// The provider cannot do what the request asks (nothing was sent); another
+/// provider may, and it says nothing about this provider's health.
+pub fn is_unsupported(error: &(dyn StdError + 'static)) -> bool {
+    error
+        .downcast_ref::<ProviderError>()
+        .is_some_and(ProviderError::is_unsupported)
+}

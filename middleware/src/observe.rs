@@ -117,17 +117,23 @@ impl<O: Observer> Stream for Observed<O> {
             return Poll::Ready(item);
         }
         let item = ready!(this.chunks.as_mut().poll_next(cx));
-        let outcome = match &item {
-            Some(Ok(Chunk::Delta(text))) => {
-                if *this.seen == 0 {
-                    if let Some(observer) = this.observer.as_mut() {
-                        observer.first_chunk();
-                    }
+        let generated = match &item {
+            Some(Ok(Chunk::Delta(text))) => Some(text.len()),
+            Some(Ok(Chunk::ToolCall(call))) => Some(call.arguments.len() + call.name.as_ref().map_or(0, String::len)),
+            _ => None,
+        };
+        if let Some(bytes) = generated {
+            if *this.seen == 0 {
+                if let Some(observer) = this.observer.as_mut() {
+                    observer.first_chunk();
                 }
-                *this.seen += 1;
-                *this.chars += text.len();
-                return Poll::Ready(item);
             }
+            *this.seen += 1;
+            *this.chars += bytes;
+            return Poll::Ready(item);
+        }
+        let outcome = match &item {
+            Some(Ok(Chunk::Delta(_) | Chunk::ToolCall(_))) => unreachable!("passed on above"),
             Some(Ok(Chunk::End(StreamEnd { usage, cost_usd, .. }))) => Outcome::Completed {
                 usage: *usage,
                 cost_usd: *cost_usd,

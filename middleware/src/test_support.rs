@@ -111,6 +111,9 @@ fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<C
 pub const USAGE: Usage = Usage {
     prompt_tokens: 10,
     completion_tokens: 5,
+    cached_prompt_tokens: 0,
+    cache_write_tokens: 0,
+    reasoning_tokens: 0,
 };
 pub const COST: f64 = 0.001;
 
@@ -121,6 +124,7 @@ pub fn request() -> ChatRequest {
 pub fn completion(provider: &'static str) -> Completion {
     Completion {
         content: "ok".into(),
+        tool_calls: Vec::new(),
         provider,
         model: "m".into(),
         usage: USAGE,

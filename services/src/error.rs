@@ -41,6 +41,15 @@ pub enum ErrorKind {
     /// The request cannot be sent to this provider as it is.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The request asks for something this provider cannot do; another
+    /// provider may. Nothing was sent.
+    #[error("`{param}` is not supported by this provider: {why}")]
+    Unsupported {
+        /// The request parameter (`response_format`, `seed`, ...).
+        param: String,
+        /// Why, or what it can do instead.
+        why: String,
+    },
 }
 
 impl ProviderError {
@@ -52,6 +61,17 @@ impl ProviderError {
             provider,
             kind: kind.redacted(),
         }
+    }
+
+    /// `param` of the request, which `provider` cannot serve.
+    pub fn unsupported(provider: &'static str, param: impl Into<String>, why: impl Into<String>) -> Self {
+        let (param, why) = (param.into(), why.into());
+        Self::new(provider, ErrorKind::Unsupported { param, why })
+    }
+
+    /// The request asks for what this provider cannot do (another may).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unsupported { .. })
     }
 
     /// A stream of `provider` that ended before its end marker.
@@ -70,6 +90,7 @@ impl ProviderError {
             ErrorKind::Protocol(_) => "protocol",
             ErrorKind::Cut(_) => "cut",
             ErrorKind::InvalidRequest(_) => "invalid_request",
+            ErrorKind::Unsupported { .. } => "unsupported",
         }
     }
 
@@ -115,6 +136,7 @@ impl ErrorKind {
             Self::Protocol(text) => Self::Protocol(clean(text)),
             Self::Cut(text) => Self::Cut(clean(text)),
             Self::InvalidRequest(text) => Self::InvalidRequest(clean(text)),
+            Self::Unsupported { param, why } => Self::Unsupported { param, why },
             Self::Timeout => Self::Timeout,
         }
     }

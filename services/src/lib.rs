@@ -20,7 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod anthropic;
-mod chat;
+pub mod chat;
 mod client;
 mod error;
 pub mod mock;
@@ -34,8 +34,8 @@ mod upstream;
 mod wire;
 
 pub use chat::{
-    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Message, ResponseMeta, Role, StreamEnd,
-    Usage,
+    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Content, FinishReason, ImageUrl, Message,
+    Part, ResponseFormat, ResponseMeta, Role, StreamEnd, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 pub use client::ProviderConfig;
 pub use error::{ErrorKind, ProviderError};

@@ -4,6 +4,12 @@
 //! The model name steers it: `mock-fail` answers 503, `mock-cut` cuts its
 //! stream before the end, `mock-slow-<ms>` waits that long first. The
 //! configuration can make every call slow or failing.
+//!
+//! A request that carries tools (and a `tool_choice` other than `none`) gets
+//! a call of its first tool (or the one `tool_choice` names), with
+//! arguments made from the tool's schema; once the conversation ends with a
+//! tool's result, the mock answers with text quoting it. Streams deliver
+//! each call in pieces, as real providers do.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +17,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Completion, Replay, StreamEnd, Usage};
+use serde_json::{Map, Value};
+
+use crate::chat::{
+    ChatRequest, ChatResponse, ChatStream, Chunk, Completion, FinishReason, Replay, Role, StreamEnd, Tool, ToolCall,
+    ToolCallDelta, ToolChoice, Usage,
+};
 use crate::error::{ErrorKind, ProviderError};
 use crate::pricing::PriceTable;
 
@@ -91,16 +102,27 @@ impl tower::Service<ChatRequest> for Mock {
                 let message = "the mock provider was told to fail".to_owned();
                 return Err(ProviderError::new(NAME, ErrorKind::Status { status: 503, message }));
             }
-            let answer = answer(&request);
-            let usage = Usage::estimate(request.prompt_chars(), answer.len());
+            let call = tool_call(&request);
+            let answer = if call.is_some() {
+                String::new()
+            } else {
+                answer(&request)
+            };
+            let generated = answer.len() + call.as_ref().map_or(0, |c| c.arguments.len());
+            let usage = Usage::estimate(request.prompt_chars(), generated);
+            let finish = if call.is_some() {
+                FinishReason::ToolCalls
+            } else {
+                FinishReason::Stop
+            };
             let end = StreamEnd {
                 usage,
                 cost_usd: config.prices.lookup(&model).map_or(0.0, |p| p.cost(usage)),
-                finish_reason: Some("stop".to_owned()),
+                finish_reason: Some(finish),
             };
             let cut = model == "mock-cut";
             if request.stream {
-                let stream = word_stream(&answer, (!cut).then_some(end));
+                let stream = word_stream(&answer, call, (!cut).then_some(end));
                 return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, stream)));
             }
             if cut {
@@ -108,6 +130,7 @@ impl tower::Service<ChatRequest> for Mock {
             }
             Ok(ChatResponse::Complete(Completion {
                 content: answer,
+                tool_calls: call.into_iter().collect(),
                 provider: NAME,
                 model,
                 usage: end.usage,
@@ -124,22 +147,88 @@ fn slow_ms(model: &str) -> Option<u64> {
 }
 
 fn answer(request: &ChatRequest) -> String {
-    let said = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == crate::Role::User)
-        .map_or("", |m| m.content.as_str());
-    let said: String = said.chars().take(200).collect();
+    if let Some(result) = request.messages.last().filter(|m| m.role == Role::Tool) {
+        let result: String = result.text().chars().take(200).collect();
+        return format!("The tool answered: {result}");
+    }
+    let said = last_user_text(request);
     format!("Hello from the mock provider! You said: {said}")
 }
 
-/// The answer a word at a time, then its end (or, when cut, an error).
-fn word_stream(answer: &str, end: Option<StreamEnd>) -> Replay {
+fn last_user_text(request: &ChatRequest) -> String {
+    let said = request.messages.iter().rev().find(|m| m.role == Role::User);
+    said.map(|m| m.text().chars().take(200).collect()).unwrap_or_default()
+}
+
+/// The call the mock makes, if the request offers tools and its
+/// conversation does not already end with a tool's result.
+fn tool_call(request: &ChatRequest) -> Option<ToolCall> {
+    let tool: &Tool = match &request.tool_choice {
+        Some(ToolChoice::None) => return None,
+        Some(ToolChoice::Function(name)) => request.tools.iter().find(|t| &t.name == name)?,
+        _ => request.tools.first()?,
+    };
+    if request.messages.last().is_some_and(|m| m.role == Role::Tool) {
+        return None;
+    }
+    let turn = request.messages.iter().filter(|m| m.role == Role::Assistant).count();
+    Some(ToolCall {
+        id: format!("call_mock_{turn}"),
+        name: tool.name.clone(),
+        arguments: arguments(tool, &last_user_text(request)).to_string(),
+    })
+}
+
+/// An object with each property of the tool's schema: strings say what the
+/// user said, numbers are 1, booleans true.
+fn arguments(tool: &Tool, said: &str) -> Value {
+    let properties = tool
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("properties"))
+        .and_then(Value::as_object);
+    let mut object = Map::new();
+    for (name, schema) in properties.into_iter().flatten() {
+        let value = match schema.get("type").and_then(Value::as_str) {
+            Some("integer" | "number") => Value::from(1),
+            Some("boolean") => Value::Bool(true),
+            Some("array") => Value::Array(Vec::new()),
+            Some("object") => Value::Object(Map::new()),
+            _ => Value::from(said),
+        };
+        object.insert(name.clone(), value);
+    }
+    Value::Object(object)
+}
+
+/// The answer a word at a time (a tool call in three pieces), then its end
+/// (or, when cut, an error).
+fn word_stream(answer: &str, call: Option<ToolCall>, end: Option<StreamEnd>) -> Replay {
     let words = answer.split_inclusive(' ').map(|w| Ok(Chunk::Delta(w.to_owned())));
+    let pieces = call.map(|call| {
+        let mut split = call.arguments.len() / 2;
+        while !call.arguments.is_char_boundary(split) {
+            split -= 1;
+        }
+        let (head, tail) = call.arguments.split_at(split);
+        let piece = |id, name, arguments: &str| {
+            let delta = ToolCallDelta {
+                index: 0,
+                id,
+                name,
+                arguments: arguments.to_owned(),
+            };
+            Ok(Chunk::ToolCall(delta))
+        };
+        [
+            piece(Some(call.id.clone()), Some(call.name.clone()), ""),
+            piece(None, None, head),
+            piece(None, None, tail),
+        ]
+    });
     let last = match end {
         Some(end) => Ok(Chunk::End(end)),
         None => Err(ProviderError::cut(NAME, "the mock provider was told to cut")),
     };
-    Replay::new(words.chain([last]))
+    Replay::new(words.chain(pieces.into_iter().flatten()).chain([last]))
 }

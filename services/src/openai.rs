@@ -1,8 +1,12 @@
 //! OpenAI's Chat Completions API (`POST {base}/chat/completions`), which
 //! OpenRouter and many local servers speak too.
 //!
-//! Streams ask for `stream_options.include_usage`, so usage arrives in a last
-//! chunk with no choices, before `data: [DONE]`.
+//! The chat types are OpenAI's own shapes, so messages (images, tool calls,
+//! tool results), tools, `tool_choice`, `response_format`, `stop`, `seed`
+//! and the penalties pass as they came. Streams ask for
+//! `stream_options.include_usage`, so usage arrives in a last chunk with no
+//! choices, before `data: [DONE]`; streamed `delta.tool_calls` fragments are
+//! passed on as [`ToolCallDelta`]s.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,7 +17,10 @@ use std::task::{Context, Poll};
 use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
+use crate::chat::{
+    ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, Message, ReasoningEffort, ResponseFormat, Role, Tool,
+    ToolCall, ToolCallDelta, ToolChoice, Usage,
+};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
@@ -127,21 +134,61 @@ impl Inner {
             ProviderError::new(self.provider, ErrorKind::Protocol("the answer has no choices".into()))
         })?;
         tally.served_by(wire.model.as_deref());
-        tally.finish_reason = choice.finish_reason;
+        tally.finish_reason = choice.finish_reason.as_deref().map(FinishReason::from_openai);
         tally.record(wire.usage);
         let content = choice.message.content.unwrap_or_default();
-        Ok(ChatResponse::Complete(tally.complete(self.provider, model, content)))
+        let tool_calls = choice
+            .message
+            .tool_calls
+            .into_iter()
+            .map(WireToolCall::into_call)
+            .collect();
+        Ok(ChatResponse::Complete(tally.complete(
+            self.provider,
+            model,
+            content,
+            tool_calls,
+        )))
     }
 
     fn body(&self, model: &str, request: &ChatRequest) -> Vec<u8> {
         let openrouter = matches!(self.dialect, Dialect::OpenRouter { .. });
+        // OpenRouter's roles are the older four: a developer message is a system one.
+        let messages = if openrouter && request.messages.iter().any(|m| m.role == Role::Developer) {
+            let system = |m: &Message| Message {
+                role: if m.role == Role::Developer {
+                    Role::System
+                } else {
+                    m.role
+                },
+                ..m.clone()
+            };
+            std::borrow::Cow::Owned(request.messages.iter().map(system).collect())
+        } else {
+            std::borrow::Cow::Borrowed(&request.messages[..])
+        };
         let body = WireRequest {
             model,
-            messages: &request.messages,
+            messages: &messages,
             temperature: request.temperature,
+            top_p: request.top_p,
             // OpenAI's reasoning models refuse `max_tokens`; OpenRouter knows only it.
             max_completion_tokens: request.max_tokens.filter(|_| !openrouter),
             max_tokens: request.max_tokens.filter(|_| openrouter),
+            stop: &request.stop,
+            seed: request.seed,
+            presence_penalty: request.presence_penalty,
+            frequency_penalty: request.frequency_penalty,
+            tools: &request.tools,
+            tool_choice: request.tool_choice.as_ref(),
+            parallel_tool_calls: request.parallel_tool_calls,
+            response_format: request.response_format.as_deref(),
+            reasoning_effort: request.reasoning_effort.filter(|_| !openrouter),
+            reasoning: request
+                .reasoning_effort
+                .filter(|_| openrouter)
+                .map(|effort| Reasoning { effort }),
+            user: request.user.as_deref(),
             stream: request.stream,
             stream_options: (request.stream && !openrouter).then_some(StreamOptions { include_usage: true }),
             usage: openrouter.then_some(UsageAccounting { include: true }),
@@ -156,6 +203,9 @@ impl Tally {
             self.usage = Some(Usage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
+                cached_prompt_tokens: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                cache_write_tokens: 0,
+                reasoning_tokens: usage.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
             });
             self.reported_cost = usage.cost;
         }
@@ -187,8 +237,11 @@ impl Protocol for ChunkProtocol {
             if let Some(text) = choice.delta.content {
                 self.tally.delta(&text, out);
             }
-            if choice.finish_reason.is_some() {
-                self.tally.finish_reason = choice.finish_reason;
+            for call in choice.delta.tool_calls {
+                self.tally.tool_call(call.into_delta(), out);
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.tally.finish_reason = Some(FinishReason::from_openai(&reason));
             }
         }
         self.tally.record(chunk.usage);
@@ -203,14 +256,44 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "<[Tool]>::is_empty")]
+    tools: &'a [Tool],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<ReasoningEffort>,
+    /// OpenRouter's form of `reasoning_effort`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<Reasoning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageAccounting>,
+}
+
+#[derive(Serialize)]
+struct Reasoning {
+    effort: ReasoningEffort,
 }
 
 #[derive(Serialize)]
@@ -241,6 +324,43 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireMessage {
     content: Option<String>,
+    #[serde(default, deserialize_with = "crate::chat::nullable")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// A tool call in an answer (whole, or a streamed fragment of one).
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: u32,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunction,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+impl WireToolCall {
+    fn into_call(self) -> ToolCall {
+        ToolCall {
+            id: self.id.unwrap_or_default(),
+            name: self.function.name.unwrap_or_default(),
+            arguments: self.function.arguments.unwrap_or_default(),
+        }
+    }
+
+    fn into_delta(self) -> ToolCallDelta {
+        ToolCallDelta {
+            index: self.index,
+            id: self.id.filter(|id| !id.is_empty()),
+            name: self.function.name.filter(|name| !name.is_empty()),
+            arguments: self.function.arguments.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -262,6 +382,8 @@ struct WireChunkChoice {
 #[derive(Deserialize, Default)]
 struct WireDelta {
     content: Option<String>,
+    #[serde(default, deserialize_with = "crate::chat::nullable")]
+    tool_calls: Vec<WireToolCall>,
 }
 
 #[derive(Deserialize)]
@@ -270,8 +392,22 @@ struct WireUsage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
     /// OpenRouter's usage accounting: what the call cost, in USD.
     cost: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::chat::{Chunk, Completion, StreamEnd, Usage};
+use crate::chat::{Chunk, Completion, FinishReason, StreamEnd, ToolCall, ToolCallDelta, Usage};
 use crate::pricing::PriceTable;
 
 /// What one call has produced so far.
@@ -19,7 +19,7 @@ pub(crate) struct Tally {
     pub(crate) usage: Option<Usage>,
     /// The upstream's own figure (OpenRouter), which wins over the table.
     pub(crate) reported_cost: Option<f64>,
-    pub(crate) finish_reason: Option<String>,
+    pub(crate) finish_reason: Option<FinishReason>,
     /// A local model: free unless the price table names it, and never reported as unpriced.
     pub(crate) local: bool,
 }
@@ -56,6 +56,12 @@ impl Tally {
         }
     }
 
+    /// Passes on a piece of a tool call.
+    pub(crate) fn tool_call(&mut self, delta: ToolCallDelta, out: &mut VecDeque<Chunk>) {
+        self.completion_chars += delta.arguments.len() + delta.name.as_ref().map_or(0, String::len);
+        out.push_back(Chunk::ToolCall(delta));
+    }
+
     /// The end of the call, priced. Usage the upstream did not report is estimated.
     pub(crate) fn end(&mut self) -> StreamEnd {
         let usage = self
@@ -73,13 +79,20 @@ impl Tally {
         }
     }
 
-    /// A whole answer of `content` from `model` (as requested), priced by the
-    /// model the upstream reported.
-    pub(crate) fn complete(mut self, provider: &'static str, model: String, content: String) -> Completion {
-        self.completion_chars = content.len();
+    /// A whole answer of `content` and `tool_calls` from `model` (as
+    /// requested), priced by the model the upstream reported.
+    pub(crate) fn complete(
+        mut self,
+        provider: &'static str,
+        model: String,
+        content: String,
+        tool_calls: Vec<ToolCall>,
+    ) -> Completion {
+        self.completion_chars = content.len() + tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>();
         let end = self.end();
         Completion {
             content,
+            tool_calls,
             provider,
             model,
             usage: end.usage,

@@ -11,14 +11,19 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_services::{ChatRequest, ChatStream, Chunk, Completion, Message, ProviderError, ResponseMeta, Usage};
+use chrysalis_services::{
+    ChatRequest, ChatStream, Chunk, Completion, FinishReason, ProviderError, ResponseMeta, ToolCall, Usage,
+};
 use futures_core::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use tower::ServiceExt;
 
 use super::log::RequestLog;
 use super::names;
+use super::params::{self, Params, WireMessage};
 use super::sse::SseFrames;
 use super::AppState;
 use crate::error::ApiError;
@@ -131,6 +136,9 @@ fn completion_response(completion: &Completion) -> Response {
     #[derive(Serialize)]
     struct Body<'a> {
         content: &'a str,
+        #[serde(skip_serializing_if = "<[ToolCall]>::is_empty")]
+        tool_calls: &'a [ToolCall],
+        finish_reason: &'a FinishReason,
         model: &'a str,
         provider: &'a str,
         usage: Usage,
@@ -138,6 +146,8 @@ fn completion_response(completion: &Completion) -> Response {
     }
     let body = Body {
         content: &completion.content,
+        tool_calls: &completion.tool_calls,
+        finish_reason: completion.finish_reason.as_ref().unwrap_or(&FinishReason::Stop),
         model: &completion.model,
         provider: completion.provider,
         usage: completion.usage,
@@ -164,21 +174,20 @@ fn meta_headers(meta: ResponseMeta, headers: &mut HeaderMap) {
     }
 }
 
-/// The body of both chat routes.
+/// The body of both chat routes: the fields of OpenAI's API, plus `agent_id`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ChatBody {
     agent_id: String,
-    messages: Vec<Message>,
+    messages: Vec<WireMessage>,
     #[serde(default)]
     model: Option<String>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
     /// Accepted for clients that send it; the route decides.
     #[serde(default, rename = "stream")]
     _stream: Option<bool>,
+    #[serde(flatten)]
+    params: Params,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
 }
 
 async fn read_request(body: Body, limit: usize, stream: bool) -> Result<ChatRequest, ApiError> {
@@ -204,29 +213,20 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
 
 impl ChatBody {
     fn into_request(self, stream: bool) -> Result<ChatRequest, ApiError> {
+        if let Some(name) = self.unknown.keys().next() {
+            return Err(params::invalid(name, format!("unknown field `{name}`")));
+        }
         if self.agent_id.trim().is_empty() {
             return Err(ApiError::invalid_request("`agent_id` must not be empty"));
         }
-        if self.messages.is_empty() {
-            return Err(ApiError::invalid_request("`messages` must hold at least one message"));
-        }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(ApiError::invalid_request("`temperature` must be between 0 and 2"));
-            }
-        }
-        if self.max_tokens == Some(0) {
-            return Err(ApiError::invalid_request("`max_tokens` must be at least 1"));
-        }
         let agent_id = names::checked("agent_id", self.agent_id)?;
-        let mut request = ChatRequest::new(agent_id, self.messages);
+        let mut request = ChatRequest::new(agent_id, params::messages(self.messages)?);
         request.model = self
             .model
             .filter(|m| !m.trim().is_empty())
             .map(|m| names::checked("model", m))
             .transpose()?;
-        request.temperature = self.temperature;
-        request.max_tokens = self.max_tokens;
+        self.params.apply(&mut request)?;
         request.stream = stream;
         Ok(request)
     }

@@ -5,6 +5,7 @@ mod log;
 mod names;
 mod openai;
 mod openai_sse;
+mod params;
 mod sse;
 mod status;
 

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_services::{ChatRequest, Completion, Message, Role, Usage};
+use chrysalis_services::{ChatRequest, Completion, FinishReason, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -20,6 +20,7 @@ use super::chat::{call_complete, call_stream, completion_headers, read_body, sse
 use super::log::RequestLog;
 use super::names;
 use super::openai_sse::{CompletionId, OpenAiFrames};
+use super::params::{self, Params, WireMessage};
 use super::AppState;
 use crate::error::ApiError;
 
@@ -87,19 +88,13 @@ struct CompletionsBody {
     model: Option<String>,
     messages: Vec<WireMessage>,
     #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
     n: Option<u32>,
+    #[serde(flatten)]
+    params: Params,
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
 }
@@ -111,32 +106,19 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-#[derive(Deserialize)]
-struct WireMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(flatten)]
-    other: BTreeMap<String, Value>,
-}
-
 /// Parameters accepted at the value that changes nothing, refused at any other.
 fn harmless(name: &str, value: &Value) -> bool {
     match name {
-        "logprobs" | "store" | "parallel_tool_calls" => value == &Value::Bool(false),
-        "response_format" => value == &json!({"type": "text"}),
+        "logprobs" | "store" => value == &Value::Bool(false),
         _ => false,
     }
 }
 
 fn unsupported_why(name: &str) -> &'static str {
     match name {
-        "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
-            "tool calls are not supported"
-        }
-        "response_format" => "only {\"type\": \"text\"} is supported",
+        "functions" | "function_call" => "the deprecated function calling; send `tools` and `tool_choice`",
         "logprobs" | "top_logprobs" => "log probabilities are not supported",
-        "audio" | "modalities" => "only text is supported",
+        "audio" | "modalities" => "only text output is supported",
         _ => "remove it, or ask for it to be added",
     }
 }
@@ -150,89 +132,25 @@ impl CompletionsBody {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::unsupported("n", "only one choice (n = 1) is generated"));
         }
-        if self.messages.is_empty() {
-            return Err(ApiError::invalid_request("`messages` must hold at least one message"));
-        }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(ApiError::invalid_request("`temperature` must be between 0 and 2"));
-            }
-        }
-        let messages = self
-            .messages
-            .into_iter()
-            .map(WireMessage::into_message)
-            .collect::<Result<_, _>>()?;
+        let messages = params::messages(self.messages)?;
         let agent_id = headers
             .get("x-agent-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .or(self.user)
+            .or_else(|| self.params.user.clone())
             .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| "anonymous".to_owned());
         let agent_id = names::checked("agent_id", agent_id)?;
-        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
-        if max_tokens == Some(0) {
-            return Err(ApiError::invalid_request("`max_tokens` must be at least 1"));
-        }
         let mut request = ChatRequest::new(agent_id, messages);
         request.model = self
             .model
             .filter(|m| !m.trim().is_empty())
             .map(|m| names::checked("model", m))
             .transpose()?;
-        request.temperature = self.temperature;
-        request.max_tokens = max_tokens;
+        self.params.apply(&mut request)?;
         request.stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((request, include_usage))
-    }
-}
-
-impl WireMessage {
-    fn into_message(self) -> Result<Message, ApiError> {
-        if let Some((name, _)) = self.other.iter().find(|(_, v)| !v.is_null()) {
-            return Err(ApiError::unsupported(
-                format!("messages[].{name}"),
-                "messages carry a role and text content",
-            ));
-        }
-        let role = match self.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                let why = format!("role `{other}` (roles are system, developer, user, assistant)");
-                return Err(ApiError::unsupported("messages[].role", &why));
-            }
-        };
-        Ok(Message::new(role, text(self.content)?))
-    }
-}
-
-/// A message's text: a string, or text parts joined.
-fn text(content: Option<Value>) -> Result<String, ApiError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(text)) => Ok(text),
-        Some(Value::Array(parts)) => parts
-            .into_iter()
-            .map(|part| {
-                match (
-                    part.get("type").and_then(Value::as_str),
-                    part.get("text").and_then(Value::as_str),
-                ) {
-                    (Some("text"), Some(text)) => Ok(text.to_owned()),
-                    (kind, _) => Err(ApiError::unsupported(
-                        "messages[].content",
-                        &format!("content part `{}` (only text parts are)", kind.unwrap_or("?")),
-                    )),
-                }
-            })
-            .collect(),
-        Some(_) => Err(ApiError::invalid_request(
-            "`content` must be a string or an array of text parts",
-        )),
     }
 }
 
@@ -264,14 +182,17 @@ struct WholeCompletion<'a> {
 struct WholeChoice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
-    finish_reason: &'a str,
+    finish_reason: &'a FinishReason,
     logprobs: Option<()>,
 }
 
 #[derive(Serialize)]
 struct AssistantMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` when the model only called tools, as OpenAI answers.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[ToolCall]>::is_empty")]
+    tool_calls: &'a [ToolCall],
     refusal: Option<()>,
 }
 
@@ -286,10 +207,12 @@ impl<'a> WholeCompletion<'a> {
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant",
-                    content: &completion.content,
+                    content: (!completion.content.is_empty() || completion.tool_calls.is_empty())
+                        .then_some(completion.content.as_str()),
+                    tool_calls: &completion.tool_calls,
                     refusal: None,
                 },
-                finish_reason: completion.finish_reason.as_deref().unwrap_or("stop"),
+                finish_reason: completion.finish_reason.as_ref().unwrap_or(&FinishReason::Stop),
                 logprobs: None,
             }],
             usage: completion.usage,

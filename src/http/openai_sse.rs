@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::response::sse::Event;
-use chrysalis_services::{ChatStream, Chunk, ProviderError, StreamEnd, Usage};
+use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, StreamEnd, ToolCallDelta, Usage};
 use futures_core::Stream;
 use serde::Serialize;
 
@@ -54,6 +54,7 @@ impl OpenAiFrames {
             Delta {
                 role: Some("assistant"),
                 content: Some(""),
+                tool_calls: None,
             },
             None,
         );
@@ -61,7 +62,7 @@ impl OpenAiFrames {
         frames
     }
 
-    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&str>) -> Event {
+    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&FinishReason>) -> Event {
         self.event(&ChunkBody {
             id: &self.id.id,
             object: "chat.completion.chunk",
@@ -87,9 +88,19 @@ impl OpenAiFrames {
                     Delta {
                         role: None,
                         content: Some(&text),
+                        tool_calls: None,
                     },
                     None,
                 );
+                self.pending.push_back(event);
+            }
+            Some(Ok(Chunk::ToolCall(call))) => {
+                let delta = Delta {
+                    role: None,
+                    content: None,
+                    tool_calls: Some([WireToolCallDelta::from(&call)]),
+                };
+                let event = self.chunk(delta, None);
                 self.pending.push_back(event);
             }
             Some(Ok(Chunk::End(end))) => self.end(end),
@@ -104,11 +115,12 @@ impl OpenAiFrames {
     fn end(&mut self, end: StreamEnd) {
         self.log
             .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
-        let reason = end.finish_reason.as_deref().unwrap_or("stop");
+        let reason = end.finish_reason.as_ref().unwrap_or(&FinishReason::Stop);
         let finish = self.chunk(
             Delta {
                 role: None,
                 content: None,
+                tool_calls: None,
             },
             Some(reason),
         );
@@ -180,7 +192,7 @@ struct ChunkBody<'a> {
 struct ChunkChoice<'a> {
     index: u32,
     delta: Delta<'a>,
-    finish_reason: Option<&'a str>,
+    finish_reason: Option<&'a FinishReason>,
 }
 
 #[derive(Serialize)]
@@ -189,4 +201,38 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[WireToolCallDelta<'a>; 1]>,
+}
+
+/// A `delta.tool_calls` item: id, type and name on a call's first piece.
+#[derive(Serialize)]
+struct WireToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: WireFunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+impl<'a> From<&'a ToolCallDelta> for WireToolCallDelta<'a> {
+    fn from(call: &'a ToolCallDelta) -> Self {
+        Self {
+            index: call.index,
+            id: call.id.as_deref(),
+            kind: call.id.is_some().then_some("function"),
+            function: WireFunctionDelta {
+                name: call.name.as_deref(),
+                arguments: &call.arguments,
+            },
+        }
+    }
 }

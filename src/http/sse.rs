@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::response::sse::Event;
-use chrysalis_services::{ChatStream, Chunk, ProviderError, Usage};
+use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, ToolCallDelta, Usage};
 use futures_core::Stream;
 use serde::Serialize;
 
@@ -42,10 +42,18 @@ impl SseFrames {
                     provider,
                 })
             }
+            Some(Ok(Chunk::ToolCall(tool_call))) => {
+                return json(&ToolCallFrame {
+                    tool_call: &tool_call,
+                    model,
+                    provider,
+                })
+            }
             Some(Ok(Chunk::End(end))) => {
                 self.log.served(provider, model, end.usage, end.cost_usd);
                 json(&DoneFrame {
                     done: true,
+                    finish_reason: end.finish_reason.as_ref().unwrap_or(&FinishReason::Stop),
                     model,
                     provider,
                     usage: end.usage,
@@ -99,9 +107,18 @@ struct DeltaFrame<'a> {
     provider: &'a str,
 }
 
+/// A piece of a tool call: `{"tool_call": {"index", "id"?, "name"?, "arguments"}}`.
+#[derive(Serialize)]
+struct ToolCallFrame<'a> {
+    tool_call: &'a ToolCallDelta,
+    model: &'a str,
+    provider: &'a str,
+}
+
 #[derive(Serialize)]
 struct DoneFrame<'a> {
     done: bool,
+    finish_reason: &'a FinishReason,
     model: &'a str,
     provider: &'a str,
     usage: Usage,

@@ -201,22 +201,27 @@ async fn unsupported_parameters_are_named_in_a_400_never_dropped() {
     let user = json!([{"role": "user", "content": "Hi"}]);
     let cases = [
         (
-            json!({"model": "m", "messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}),
-            "tools",
+            json!({"model": "m", "messages": user, "functions": [{"name": "f"}]}),
+            "functions",
         ),
         (json!({"model": "m", "messages": user, "n": 2}), "n"),
-        (json!({"model": "m", "messages": user, "top_p": 0.5}), "top_p"),
+        (json!({"model": "m", "messages": user, "logprobs": true}), "logprobs"),
+        (json!({"model": "m", "messages": user, "top_p": 1.5}), "top_p"),
         (
-            json!({"model": "m", "messages": user, "response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"model": "m", "messages": user, "tool_choice": "required"}),
+            "tool_choice",
         ),
         (
-            json!({"model": "m", "messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}),
-            "messages[].tool_call_id",
+            json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+            "messages",
         ),
         (
-            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
-            "messages[].content",
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]}),
+            "messages",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x", "audio": {"id": "a"}}]}),
+            "messages[].audio",
         ),
     ];
     for (body, param) in cases {

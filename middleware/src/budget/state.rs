@@ -15,6 +15,18 @@ use super::{BudgetConfig, Route};
 
 const NANOS_PER_USD: f64 = 1e9;
 
+/// The most tokens one image of a prompt may count for, by provider.
+/// Anthropic scales images down to about 1.15 megapixels, at most ~1,600
+/// tokens. OpenAI's dearest is gpt-4o-mini at high detail: 2,833 tokens plus
+/// 5,667 per 512-px tile, six tiles at most: 36,835. Others (OpenRouter's
+/// many vendors) are held to the same 40,000.
+pub const fn image_tokens(provider: &str) -> u64 {
+    match provider.as_bytes() {
+        b"anthropic" => 1_600,
+        _ => 40_000,
+    }
+}
+
 /// The wall clock budget windows follow (UTC days and months).
 pub trait WallClock: Send + Sync + 'static {
     /// Unix time in milliseconds.
@@ -142,20 +154,22 @@ impl BudgetState {
     }
 
     /// The most `request` may cost on any route that may serve it: every
-    /// prompt byte a token (no tokenizer makes more; at most the model's
-    /// context window) plus every token it may generate.
+    /// prompt byte a token (no tokenizer makes more; tool schemas and tool
+    /// calls included), each image at its provider's bound, 16 tokens a
+    /// message, at most the model's context window; plus every token it may
+    /// generate; a prompt token at the dearest of input and cache write.
     pub(crate) fn estimate(&self, request: &ChatRequest) -> Result<i64, UnpricedModel> {
-        let prompt_bytes: usize = request.messages.iter().map(|m| m.content.len() + 16).sum();
-        let completion_tokens = u64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens));
+        let text = (request.prompt_chars() + 16 * request.messages.len()) as u64;
+        let images = request.images() as u64;
+        let completion = f64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens));
         let mut dearest = 0.0_f64;
         for (route, model) in self.candidates(request) {
             let price = self.price(route, model)?;
+            let provider = route.map_or("", |route| route.provider);
             let window = self.config.prices.context_window(model).map_or(u64::MAX, u64::from);
-            let usage = Usage {
-                prompt_tokens: (prompt_bytes as u64).min(window),
-                completion_tokens,
-            };
-            dearest = dearest.max(price.cost(usage));
+            let prompt = (text + images * image_tokens(provider)).min(window) as f64;
+            let cost = (prompt * price.dearest_input_per_mtok() + completion * price.output_per_mtok) / 1e6;
+            dearest = dearest.max(cost);
         }
         Ok(nanos(dearest))
     }
@@ -177,10 +191,7 @@ impl BudgetState {
 
     /// The price `model` is reserved at on `route` (`None`: unknown provider).
     fn price(&self, route: Option<&Route>, model: &str) -> Result<Price, UnpricedModel> {
-        const FREE: Price = Price {
-            input_per_mtok: 0.0,
-            output_per_mtok: 0.0,
-        };
+        const FREE: Price = Price::new(0.0, 0.0);
         let prices = &self.config.prices;
         let provider = route.map_or("unknown", |route| route.provider);
         if route.is_some_and(|route| route.local) {

@@ -204,8 +204,8 @@ impl Observer for Ticket {
 }
 
 pub(crate) fn verdict_of(error: &(dyn std::error::Error + 'static)) -> Verdict {
-    if crate::fault::is_client_error(error) {
-        // The provider answered; the request was at fault.
+    if crate::fault::is_client_error(error) || crate::fault::is_unsupported(error) {
+        // The provider answered (or was not asked); the request was at fault.
         Verdict::Success
     } else {
         Verdict::Failure

@@ -128,6 +128,8 @@ where
             if let Some(open) = error.downcast_ref::<Open>() {
                 *this.open_for = Some(this.open_for.map_or(open.retry_after, |d| d.min(open.retry_after)));
                 tracing::debug!(provider, "circuit open; trying the next provider");
+            } else if crate::fault::is_unsupported(&*error) {
+                tracing::debug!(provider, error = %error, "provider cannot serve the request; trying the next");
             } else {
                 tracing::warn!(provider, error = %error, "provider failed; trying the next");
             }

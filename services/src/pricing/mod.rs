@@ -13,20 +13,63 @@ use crate::chat::Usage;
 pub const PRICES_TAKEN: &str = "2025-11-15";
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Price {
     /// Per million input tokens.
     pub input_per_mtok: f64,
     /// Per million output tokens.
     pub output_per_mtok: f64,
+    /// Per million input tokens read from the prompt cache (`None`: as input).
+    pub cached_input_per_mtok: Option<f64>,
+    /// Per million input tokens written to the prompt cache (`None`: as input).
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
-    /// What `usage` costs at this price.
+    /// `input` and `output` USD per million tokens, cached input at the input price.
+    pub const fn new(input_per_mtok: f64, output_per_mtok: f64) -> Self {
+        Self {
+            input_per_mtok,
+            output_per_mtok,
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+        }
+    }
+
+    /// What `usage` costs at this price: cache reads and writes at their own
+    /// prices, the rest of the input at the input price.
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_mtok + usage.completion_tokens as f64 * self.output_per_mtok)
+        let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let plain = usage.prompt_tokens - cached - written;
+        let input = self.input_per_mtok;
+        (plain as f64 * input
+            + cached as f64 * self.cached_input_per_mtok.unwrap_or(input)
+            + written as f64 * self.cache_write_per_mtok.unwrap_or(input)
+            + usage.completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
+    }
+
+    /// The dearest a prompt token can be: the input price, or a cache write
+    /// when that costs more (Anthropic's 1.25x).
+    pub fn dearest_input_per_mtok(&self) -> f64 {
+        self.input_per_mtok.max(self.cache_write_per_mtok.unwrap_or(0.0))
+    }
+}
+
+/// What a cache read and a cache write cost, as fractions of the input
+/// price, by vendor and model family (the vendors' published discounts).
+fn cache_ratios(model: &str, vendor: &str) -> (Option<f64>, Option<f64>) {
+    match vendor {
+        // Reads at a tenth, five-minute writes at 1.25x.
+        "anthropic" => (Some(0.1), Some(1.25)),
+        "openai" if model.starts_with("gpt-5") => (Some(0.1), None),
+        "openai" if model.starts_with("gpt-4.1") || model.starts_with("o3") || model.starts_with("o4") => {
+            (Some(0.25), None)
+        }
+        "openai" if model.starts_with("gpt-4o") || model.starts_with("o1") => (Some(0.5), None),
+        "google" if model.starts_with("gemini-2.5") => (Some(0.25), None),
+        _ => (None, None),
     }
 }
 
@@ -59,6 +102,10 @@ struct FileEntry {
     input_per_mtok: f64,
     output_per_mtok: f64,
     #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_per_mtok: Option<f64>,
+    #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
     context_window: Option<u32>,
@@ -78,9 +125,11 @@ impl PriceTable {
     pub fn builtin() -> Self {
         let mut table = Self::default();
         for &(model, vendor, input, output, context_window) in builtin::ENTRIES {
+            let (read, write) = cache_ratios(model, vendor);
             let price = Price {
-                input_per_mtok: input,
-                output_per_mtok: output,
+                cached_input_per_mtok: read.map(|r| r * input),
+                cache_write_per_mtok: write.map(|w| w * input),
+                ..Price::new(input, output)
             };
             table.entries.insert(
                 model.to_owned(),
@@ -128,15 +177,18 @@ impl PriceTable {
         let file: HashMap<String, FileEntry> = serde_json::from_str(json).map_err(|e| e.to_string())?;
         for (model, entry) in &file {
             let valid = |v: f64| v.is_finite() && v >= 0.0;
-            if !valid(entry.input_per_mtok) || !valid(entry.output_per_mtok) {
+            let cache = [entry.cached_input_per_mtok, entry.cache_write_per_mtok];
+            if !valid(entry.input_per_mtok) || !valid(entry.output_per_mtok) || !cache.into_iter().flatten().all(valid)
+            {
                 return Err(format!("the price of `{model}` must be a non-negative number"));
             }
         }
         let count = file.len();
         for (model, entry) in file {
             let price = Price {
-                input_per_mtok: entry.input_per_mtok,
-                output_per_mtok: entry.output_per_mtok,
+                cached_input_per_mtok: entry.cached_input_per_mtok,
+                cache_write_per_mtok: entry.cache_write_per_mtok,
+                ..Price::new(entry.input_per_mtok, entry.output_per_mtok)
             };
             self.insert(&model, price);
             let known = self
@@ -174,10 +226,7 @@ impl PriceTable {
             return Some(Cow::Borrowed(entry));
         }
         if lower.ends_with(":free") {
-            let free = Price {
-                input_per_mtok: 0.0,
-                output_per_mtok: 0.0,
-            };
+            let free = Price::new(0.0, 0.0);
             let bare = lower.trim_end_matches(":free");
             let context_window = self.entry(bare).and_then(|entry| entry.context_window);
             return Some(Cow::Owned(Entry {
@@ -199,12 +248,9 @@ impl PriceTable {
             "openai" | "anthropic" => entry.vendor.as_deref() == Some(provider),
             _ => true,
         };
-        let mut ceiling = Price {
-            input_per_mtok: 0.0,
-            output_per_mtok: 0.0,
-        };
+        let mut ceiling = Price::new(0.0, 0.0);
         for entry in self.entries.values().filter(own) {
-            ceiling.input_per_mtok = ceiling.input_per_mtok.max(entry.price.input_per_mtok);
+            ceiling.input_per_mtok = ceiling.input_per_mtok.max(entry.price.dearest_input_per_mtok());
             ceiling.output_per_mtok = ceiling.output_per_mtok.max(entry.price.output_per_mtok);
         }
         ceiling
@@ -286,10 +332,7 @@ mod tests {
     use super::*;
 
     fn usage(input: u64, output: u64) -> Usage {
-        Usage {
-            prompt_tokens: input,
-            completion_tokens: output,
-        }
+        Usage::new(input, output)
     }
 
     #[test]
@@ -344,13 +387,7 @@ mod tests {
     #[test]
     fn overrides_win_over_built_in_prices() {
         let mut table = PriceTable::builtin();
-        table.insert(
-            "gpt-4o-mini",
-            Price {
-                input_per_mtok: 1.0,
-                output_per_mtok: 2.0,
-            },
-        );
+        table.insert("gpt-4o-mini", Price::new(1.0, 2.0));
         assert_eq!(table.lookup("gpt-4o-mini-2024-07-18").unwrap().output_per_mtok, 2.0);
     }
 
@@ -392,7 +429,8 @@ mod tests {
         let openai = table.ceiling("openai");
         assert_eq!((openai.input_per_mtok, openai.output_per_mtok), (150.00, 600.00));
         let anthropic = table.ceiling("anthropic");
-        assert_eq!((anthropic.input_per_mtok, anthropic.output_per_mtok), (15.00, 75.00));
+        // Opus's cache writes, at 1.25x its 15 USD input, are the dearest prompt tokens.
+        assert_eq!((anthropic.input_per_mtok, anthropic.output_per_mtok), (18.75, 75.00));
         // OpenRouter serves every vendor's models.
         assert_eq!(table.ceiling("openrouter"), openai);
     }
@@ -409,7 +447,7 @@ mod tests {
             Some(table.ceiling("anthropic"))
         );
         let cost = table.cost("anthropic", &["claude-next"], usage(1_000_000, 0));
-        assert!((cost - 15.0).abs() < 1e-9, "{cost}");
+        assert!((cost - 18.75).abs() < 1e-9, "{cost}");
         // The requested model prices a call whose served name is unknown.
         let cost = table.cost("openai", &["gpt-4o-mini-fast-2099", "gpt-4o-mini"], usage(1_000_000, 0));
         assert!((cost - 0.15).abs() < 1e-9, "{cost}");
@@ -423,5 +461,25 @@ mod tests {
         assert_eq!(table.context_window("gpt-9"), Some(4096));
         assert_eq!(table.ceiling("openai").output_per_mtok, 1000.0);
         assert_eq!(table.ceiling("anthropic").output_per_mtok, 75.0);
+    }
+
+    #[test]
+    fn cache_reads_and_writes_are_priced_apart_from_plain_input() {
+        let table = PriceTable::builtin();
+        let sonnet = table.lookup("claude-sonnet-4-5").unwrap();
+        let usage = Usage {
+            cached_prompt_tokens: 600_000,
+            cache_write_tokens: 200_000,
+            ..Usage::new(1_000_000, 0)
+        };
+        // 200k plain at 3, 600k read at 0.30, 200k written at 3.75 USD per million.
+        let cost = sonnet.cost(usage);
+        assert!((cost - (0.6 + 0.18 + 0.75)).abs() < 1e-9, "{cost}");
+        let mini = table.lookup("gpt-4o-mini").unwrap();
+        let cached = Usage {
+            cached_prompt_tokens: 1_000_000,
+            ..Usage::new(1_000_000, 0)
+        };
+        assert!((mini.cost(cached) - 0.075).abs() < 1e-9);
     }
 }

@@ -1,7 +1,11 @@
 //! Ollama's chat API (`POST {base}/api/chat`). Streams are NDJSON: one JSON
 //! object a line, the last with `done: true` and the counts
 //! `prompt_eval_count` (input tokens) and `eval_count` (output tokens).
-//! Local models cost nothing.
+//! Local models cost nothing. Tools, images and `format` are translated in
+//! [`request`]; Ollama sends each tool call whole, with no id, so calls get
+//! ids `call_<n>` here.
+
+mod request;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,9 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::Value;
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Usage};
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
@@ -69,23 +74,15 @@ impl tower::Service<ChatRequest> for Ollama {
 impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let body = WireRequest {
-            model: &model,
-            messages: &request.messages,
-            // Ollama streams unless told not to.
-            stream: request.stream,
-            options: WireOptions {
-                temperature: request.temperature,
-                num_predict: request.max_tokens,
-            },
-        };
+        let body = request::WireRequest::new(&model, &request)?;
         let http = self.config.post(NAME, &self.endpoint)?;
         let body = serde_json::to_vec(&body).expect("a request always serialises");
         let response = self.config.send(NAME, http, body).await?;
         let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         tally.local = true;
         if request.stream {
-            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), LineProtocol { tally });
+            let protocol = LineProtocol { tally, tool_calls: 0 };
+            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
         }
         let line: WireLine = self.config.json(NAME, response).await?;
@@ -93,14 +90,30 @@ impl Inner {
             return Err(ProviderError::new(NAME, ErrorKind::Upstream(error)));
         }
         line.count(&mut tally);
-        let content = line.message.map(|m| m.content).unwrap_or_default();
-        Ok(ChatResponse::Complete(tally.complete(NAME, model, content)))
+        let message = line.message.unwrap_or_default();
+        let tool_calls: Vec<_> = message
+            .tool_calls
+            .into_iter()
+            .zip(0..)
+            .map(|(c, i)| c.into_call(i))
+            .collect();
+        if !tool_calls.is_empty() && tally.finish_reason == Some(FinishReason::Stop) {
+            tally.finish_reason = Some(FinishReason::ToolCalls);
+        }
+        Ok(ChatResponse::Complete(tally.complete(
+            NAME,
+            model,
+            message.content,
+            tool_calls,
+        )))
     }
 }
 
 /// Reads one JSON object a line, up to `done: true`.
 struct LineProtocol {
     tally: Tally,
+    /// Tool calls passed on so far.
+    tool_calls: u32,
 }
 
 impl Protocol for LineProtocol {
@@ -112,11 +125,25 @@ impl Protocol for LineProtocol {
         if let Some(error) = wire.error {
             return Err(ErrorKind::Upstream(error));
         }
-        if let Some(message) = &wire.message {
+        if let Some(message) = wire.message.as_ref() {
             self.tally.delta(&message.content, out);
+        }
+        for call in wire.message.iter().flat_map(|m| &m.tool_calls) {
+            let call = call.clone().into_call(self.tool_calls);
+            let delta = ToolCallDelta {
+                index: self.tool_calls,
+                id: Some(call.id),
+                name: Some(call.name),
+                arguments: call.arguments,
+            };
+            self.tool_calls += 1;
+            self.tally.tool_call(delta, out);
         }
         if wire.done {
             wire.count(&mut self.tally);
+            if self.tool_calls > 0 && self.tally.finish_reason == Some(FinishReason::Stop) {
+                self.tally.finish_reason = Some(FinishReason::ToolCalls);
+            }
             out.push_back(Chunk::End(self.tally.end()));
         }
         Ok(())
@@ -128,29 +155,10 @@ impl WireLine {
     fn count(&self, tally: &mut Tally) {
         tally.served_by(self.model.as_deref());
         if let (Some(prompt), Some(completion)) = (self.prompt_eval_count, self.eval_count) {
-            tally.usage = Some(Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-            });
+            tally.usage = Some(Usage::new(prompt, completion));
         }
-        tally.finish_reason = self.done_reason.clone();
+        tally.finish_reason = self.done_reason.as_deref().map(FinishReason::from_openai);
     }
-}
-
-#[derive(Serialize)]
-struct WireRequest<'a> {
-    model: &'a str,
-    messages: &'a [Message],
-    stream: bool,
-    options: WireOptions,
-}
-
-#[derive(Serialize)]
-struct WireOptions {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    num_predict: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -165,8 +173,38 @@ struct WireLine {
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireMessage {
     #[serde(default)]
     content: String,
+    #[serde(default, deserialize_with = "crate::chat::nullable")]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize, Clone)]
+struct WireToolCall {
+    function: WireFunction,
+}
+
+#[derive(Deserialize, Clone)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+impl WireToolCall {
+    /// The `index`-th call of an answer; arguments (an object) as JSON text.
+    fn into_call(self, index: u32) -> ToolCall {
+        let arguments = match self.function.arguments {
+            Value::Null => "{}".to_owned(),
+            Value::String(text) => text,
+            object => object.to_string(),
+        };
+        ToolCall {
+            id: format!("call_{index}"),
+            name: self.function.name,
+            arguments,
+        }
+    }
 }

@@ -1,9 +1,14 @@
 //! Anthropic's Messages API (`POST {base}/v1/messages`).
 //!
 //! System messages become the top-level `system`; `max_tokens` is always sent
-//! (the API requires it). Streams are typed SSE events: `message_start`
-//! (input usage), `content_block_delta` (text), `message_delta` (output usage,
-//! stop reason), `message_stop` (the end), `ping`, and `error`.
+//! (the API requires it); tools, images, tool calls and results become
+//! content blocks (see [`request`]). Streams are typed SSE events:
+//! `message_start` (input usage), `content_block_start` (a text or
+//! `tool_use` block), `content_block_delta` (`text_delta`,
+//! `input_json_delta`), `message_delta` (output usage, stop reason),
+//! `message_stop` (the end), `ping`, and `error`.
+
+mod request;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -11,9 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::Value;
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, Message, Role, Usage};
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
@@ -77,7 +83,8 @@ impl tower::Service<ChatRequest> for Anthropic {
 impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let body = serde_json::to_vec(&WireRequest::new(&model, &request)).expect("a request always serialises");
+        let body = request::WireRequest::new(&model, &request)?;
+        let body = serde_json::to_vec(&body).expect("a request always serialises");
         let mut http = self
             .config
             .post(NAME, &self.endpoint)?
@@ -91,6 +98,7 @@ impl Inner {
             let protocol = EventProtocol {
                 sse: SseParser::default(),
                 tally,
+                tool_blocks: Vec::new(),
             };
             let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
@@ -99,21 +107,31 @@ impl Inner {
         tally.served_by(Some(&wire.model));
         tally.usage = Some(wire.usage.into());
         tally.finish_reason = wire.stop_reason.map(finish_reason);
-        let content = wire
-            .content
-            .into_iter()
-            .filter_map(|block| block.text)
-            .collect::<String>();
-        Ok(ChatResponse::Complete(tally.complete(NAME, model, content)))
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for block in wire.content {
+            match block {
+                WireBlock::Text { text } => content.push_str(&text),
+                WireBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: input.to_string(),
+                }),
+                WireBlock::Other => {}
+            }
+        }
+        Ok(ChatResponse::Complete(tally.complete(NAME, model, content, tool_calls)))
     }
 }
 
 /// Anthropic's stop reasons in OpenAI's words, which the gateway speaks.
-fn finish_reason(stop_reason: String) -> String {
+fn finish_reason(stop_reason: String) -> FinishReason {
     match stop_reason.as_str() {
-        "end_turn" | "stop_sequence" => "stop".to_owned(),
-        "max_tokens" => "length".to_owned(),
-        _ => stop_reason,
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "max_tokens" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Other(stop_reason),
     }
 }
 
@@ -121,6 +139,16 @@ fn finish_reason(stop_reason: String) -> String {
 struct EventProtocol {
     sse: SseParser,
     tally: Tally,
+    /// The content block index of each tool call so far, in order: a
+    /// call's place here is its index among the answer's tool calls.
+    tool_blocks: Vec<u32>,
+}
+
+impl EventProtocol {
+    fn tool_index(&self, block: u32) -> Option<u32> {
+        let at = self.tool_blocks.iter().position(|&b| b == block)?;
+        Some(u32::try_from(at).unwrap_or(u32::MAX))
+    }
 }
 
 impl Protocol for EventProtocol {
@@ -137,11 +165,39 @@ impl Protocol for EventProtocol {
                     self.tally.usage = Some(message.usage.into());
                 }
             }
-            "content_block_delta" => {
-                if let Some(text) = event.delta.and_then(|d| d.text) {
-                    self.tally.delta(&text, out);
+            "content_block_start" => {
+                if let Some(WireBlockStart::ToolUse { id, name }) = event.content_block {
+                    let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                    self.tool_blocks.push(event.index);
+                    let delta = ToolCallDelta {
+                        index,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: String::new(),
+                    };
+                    self.tally.tool_call(delta, out);
                 }
             }
+            "content_block_delta" => match event.delta {
+                Some(WireDelta { text: Some(text), .. }) => self.tally.delta(&text, out),
+                Some(WireDelta {
+                    partial_json: Some(arguments),
+                    ..
+                }) => {
+                    let index = self.tool_index(event.index).ok_or_else(|| {
+                        ErrorKind::Protocol(format!("input_json_delta for block {} with no tool_use", event.index))
+                    })?;
+                    let delta = ToolCallDelta {
+                        index,
+                        id: None,
+                        name: None,
+                        arguments,
+                    };
+                    self.tally.tool_call(delta, out);
+                }
+                // thinking and signature deltas, and delta types added later.
+                _ => {}
+            },
             "message_delta" => {
                 if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
                     self.tally.finish_reason = Some(finish_reason(reason));
@@ -160,45 +216,10 @@ impl Protocol for EventProtocol {
                 let error = event.error.unwrap_or_default();
                 return Err(ErrorKind::Upstream(format!("{}: {}", error.kind, error.message)));
             }
-            // ping, content_block_start/stop, and event types added later.
+            // ping, content_block_stop, and event types added later.
             _ => {}
         }
         Ok(())
-    }
-}
-
-#[derive(Serialize)]
-struct WireRequest<'a> {
-    model: &'a str,
-    max_tokens: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
-    messages: Vec<&'a Message>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-}
-
-impl<'a> WireRequest<'a> {
-    fn new(model: &'a str, request: &'a ChatRequest) -> Self {
-        let (system, messages): (Vec<&Message>, Vec<&Message>) =
-            request.messages.iter().partition(|m| m.role == Role::System);
-        let system = (!system.is_empty()).then(|| {
-            system
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n\n")
-        });
-        Self {
-            model,
-            max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            system,
-            messages,
-            temperature: request.temperature,
-            stream: request.stream,
-        }
     }
 }
 
@@ -212,8 +233,30 @@ struct WireResponse {
 }
 
 #[derive(Deserialize)]
-struct WireBlock {
-    text: Option<String>,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    /// Thinking, and block types added later.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlockStart {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -228,11 +271,15 @@ struct WireUsage {
 
 impl From<WireUsage> for Usage {
     fn from(usage: WireUsage) -> Self {
+        let cache_read = usage.cache_read_input_tokens.unwrap_or(0);
+        let cache_write = usage.cache_creation_input_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: usage.input_tokens
-                + usage.cache_creation_input_tokens.unwrap_or(0)
-                + usage.cache_read_input_tokens.unwrap_or(0),
+            // Anthropic's `input_tokens` leave out what the cache read and wrote.
+            prompt_tokens: usage.input_tokens + cache_read + cache_write,
             completion_tokens: usage.output_tokens,
+            cached_prompt_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: 0,
         }
     }
 }
@@ -241,6 +288,9 @@ impl From<WireUsage> for Usage {
 struct WireEvent {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    index: u32,
+    content_block: Option<WireBlockStart>,
     message: Option<WireStartMessage>,
     delta: Option<WireDelta>,
     usage: Option<WireUsage>,
@@ -257,6 +307,7 @@ struct WireStartMessage {
 #[derive(Deserialize)]
 struct WireDelta {
     text: Option<String>,
+    partial_json: Option<String>,
     stop_reason: Option<String>,
 }
 

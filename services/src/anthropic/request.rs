@@ -1,0 +1,254 @@
+//! A chat request in the Messages API's shape: instructions to top-level
+//! `system`; images, tool calls and tool results as content blocks; tool
+//! results merged into the user turn that follows the assistant's calls.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{DEFAULT_MAX_TOKENS, NAME};
+use crate::chat::{ChatRequest, Content, ImageUrl, Message, Part, ResponseFormat, Role, Tool, ToolChoice};
+use crate::error::ProviderError;
+
+#[derive(Serialize)]
+pub(super) struct WireRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<WireToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+/// A turn of one text block is sent as a plain string, as most clients do.
+impl Serialize for Turn<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<C> {
+            role: &'static str,
+            content: C,
+        }
+        match self.content.as_slice() {
+            [Block::Text { text }] => Wire {
+                role: self.role,
+                content: text,
+            }
+            .serialize(serializer),
+            blocks => Wire {
+                role: self.role,
+                content: blocks,
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text { text: &'a str },
+    Image { source: ImageSource<'a> },
+    ToolUse { id: &'a str, name: &'a str, input: Value },
+    ToolResult { tool_use_id: &'a str, content: String },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Value,
+}
+
+#[derive(Serialize)]
+struct WireToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_parallel_tool_use: bool,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+impl<'a> WireRequest<'a> {
+    /// The request for `model`, or what in it Anthropic cannot do.
+    pub(super) fn new(model: &'a str, request: &'a ChatRequest) -> Result<Self, ProviderError> {
+        refuse_what_anthropic_lacks(request)?;
+        let system: Vec<_> = request
+            .messages
+            .iter()
+            .filter(|m| m.role.is_instruction())
+            .map(Message::text)
+            .collect();
+        let system = (!system.is_empty()).then(|| system.join("\n\n"));
+        Ok(Self {
+            model,
+            max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            system,
+            messages: turns(&request.messages)?,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop_sequences: &request.stop,
+            tools: request.tools.iter().map(WireTool::from).collect(),
+            tool_choice: tool_choice(request),
+            metadata: request.user.as_deref().map(|user_id| Metadata { user_id }),
+            stream: request.stream,
+        })
+    }
+}
+
+fn refuse_what_anthropic_lacks(request: &ChatRequest) -> Result<(), ProviderError> {
+    let unsupported = |param: &str, why: &str| Err(ProviderError::unsupported(NAME, param, why));
+    if matches!(
+        request.response_format.as_deref(),
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    ) {
+        return unsupported(
+            "response_format",
+            "Anthropic has no JSON mode; describe the shape in a tool",
+        );
+    }
+    if request.seed.is_some() {
+        return unsupported("seed", "Anthropic has no seeded sampling");
+    }
+    if request.presence_penalty.is_some() || request.frequency_penalty.is_some() {
+        let param = if request.presence_penalty.is_some() {
+            "presence_penalty"
+        } else {
+            "frequency_penalty"
+        };
+        return unsupported(param, "Anthropic has no repetition penalties");
+    }
+    if request.reasoning_effort.is_some() {
+        return unsupported(
+            "reasoning_effort",
+            "Anthropic's extended thinking takes a token budget instead",
+        );
+    }
+    Ok(())
+}
+
+impl<'a> From<&'a Tool> for WireTool<'a> {
+    fn from(tool: &'a Tool) -> Self {
+        let schema = tool
+            .parameters
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+        Self {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            input_schema: schema,
+        }
+    }
+}
+
+/// OpenAI's `tool_choice` and `parallel_tool_calls` in Anthropic's words:
+/// `required` is `any`, a named function is `tool`.
+fn tool_choice(request: &ChatRequest) -> Option<WireToolChoice<'_>> {
+    let serial = request.parallel_tool_calls == Some(false) && !request.tools.is_empty();
+    let (kind, name) = match &request.tool_choice {
+        None if serial => ("auto", None),
+        None => return None,
+        Some(ToolChoice::Auto) => ("auto", None),
+        Some(ToolChoice::None) => ("none", None),
+        Some(ToolChoice::Required) => ("any", None),
+        Some(ToolChoice::Function(name)) => ("tool", Some(name.as_str())),
+    };
+    Some(WireToolChoice {
+        kind,
+        name,
+        disable_parallel_tool_use: serial && kind != "none",
+    })
+}
+
+/// The conversation as alternating turns: tool results join the user turn
+/// after the assistant's calls (results first, as the API requires).
+fn turns(messages: &[Message]) -> Result<Vec<Turn<'_>>, ProviderError> {
+    let mut turns: Vec<Turn<'_>> = Vec::new();
+    for message in messages.iter().filter(|m| !m.role.is_instruction()) {
+        let role = if message.role == Role::Assistant {
+            "assistant"
+        } else {
+            "user"
+        };
+        let blocks = blocks(message)?;
+        match turns.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(Turn { role, content: blocks }),
+        }
+    }
+    Ok(turns)
+}
+
+fn blocks(message: &Message) -> Result<Vec<Block<'_>>, ProviderError> {
+    if let Some(tool_use_id) = &message.tool_call_id {
+        let content = message.text().into_owned();
+        return Ok(vec![Block::ToolResult { tool_use_id, content }]);
+    }
+    let mut blocks = match &message.content {
+        Content::Text(text) if text.is_empty() => Vec::new(),
+        Content::Text(text) => vec![Block::Text { text }],
+        Content::Parts(parts) => parts.iter().map(part).collect(),
+    };
+    for call in &message.tool_calls {
+        let input = if call.arguments.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(&call.arguments).map_err(|e| {
+                let why = format!("the arguments of tool call `{}` are not JSON ({e})", call.id);
+                ProviderError::new(NAME, crate::error::ErrorKind::InvalidRequest(why))
+            })?
+        };
+        blocks.push(Block::ToolUse {
+            id: &call.id,
+            name: &call.name,
+            input,
+        });
+    }
+    Ok(blocks)
+}
+
+fn part(part: &Part) -> Block<'_> {
+    match part {
+        Part::Text { text } => Block::Text { text },
+        Part::Image { image_url } => Block::Image {
+            source: source(image_url),
+        },
+    }
+}
+
+fn source(image: &ImageUrl) -> ImageSource<'_> {
+    match image.inline() {
+        Some((media_type, data)) => ImageSource::Base64 { media_type, data },
+        None => ImageSource::Url { url: &image.url },
+    }
+}

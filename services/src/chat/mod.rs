@@ -1,0 +1,87 @@
+//! The chat types every provider and every layer speaks: a complete model
+//! of a chat call (messages with images and tool calls, tools, structured
+//! output, sampling), its answer (text and tool calls, whole or streamed),
+//! and its usage.
+
+mod message;
+mod response;
+mod stream;
+mod tools;
+
+use std::sync::Arc;
+
+pub use message::{nullable, Content, ImageUrl, Message, Part, Role, ToolCall};
+pub use response::{Chunk, Completion, FinishReason, ResponseMeta, StreamEnd, ToolCallDelta, Usage};
+pub(crate) use stream::Replay;
+pub use stream::{ChatResponse, ChatStream, ChunkStream};
+pub use tools::{stop_sequences, JsonSchema, ReasoningEffort, ResponseFormat, Tool, ToolChoice};
+
+/// A chat call. Cheap to clone: failover sends the same request to several providers.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    /// The calling application or agent; spend and limits are kept per agent.
+    pub agent_id: Arc<str>,
+    /// The conversation so far.
+    pub messages: Arc<[Message]>,
+    /// The model to use; `None` means the serving provider's default.
+    pub model: Option<String>,
+    /// Whether the caller wants the answer as a stream of chunks.
+    pub stream: bool,
+    /// Cap on generated tokens (reasoning included).
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling: the probability mass sampled from.
+    pub top_p: Option<f32>,
+    /// Sequences that end generation.
+    pub stop: Arc<[String]>,
+    /// For deterministic sampling, where the provider offers it.
+    pub seed: Option<i64>,
+    /// Penalty for tokens already present (-2 to 2).
+    pub presence_penalty: Option<f32>,
+    /// Penalty by how often tokens appeared (-2 to 2).
+    pub frequency_penalty: Option<f32>,
+    /// Functions the model may call.
+    pub tools: Arc<[Tool]>,
+    /// Whether, and which, tools it must call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether it may call several tools in one turn.
+    pub parallel_tool_calls: Option<bool>,
+    /// The shape the answer must take.
+    pub response_format: Option<Arc<ResponseFormat>>,
+    /// How hard a reasoning model thinks.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// The end user, for the provider's abuse monitoring.
+    pub user: Option<String>,
+}
+
+impl ChatRequest {
+    /// A non-streaming request of `messages` with nothing else set.
+    pub fn new(agent_id: impl Into<Arc<str>>, messages: Vec<Message>) -> Self {
+        Self {
+            agent_id: agent_id.into(),
+            messages: messages.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Bytes of text the prompt carries (messages, tool schemas, the answer's
+    /// schema, stop sequences; images are counted apart), the base of token
+    /// estimates.
+    pub fn prompt_chars(&self) -> usize {
+        let messages: usize = self.messages.iter().map(Message::text_bytes).sum();
+        let tools: usize = self.tools.iter().map(Tool::text_bytes).sum();
+        let format = match self.response_format.as_deref() {
+            Some(ResponseFormat::JsonSchema { json_schema }) => {
+                json_schema.name.len() + json_schema.schema.as_ref().map_or(0, |s| s.to_string().len())
+            }
+            _ => 0,
+        };
+        messages + tools + format + self.stop.iter().map(String::len).sum::<usize>()
+    }
+
+    /// Images in the prompt.
+    pub fn images(&self) -> usize {
+        self.messages.iter().map(|m| m.content.images().count()).sum()
+    }
+}
