@@ -248,6 +248,7 @@ impl ApiError {
         ErrorDetail {
             kind: self.kind,
             message: &self.message,
+            param: self.param.as_deref(),
             attempts: &self.attempts,
         }
     }
@@ -259,6 +260,9 @@ pub struct ErrorDetail<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     message: &'a str,
+    /// The request parameter at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
     #[serde(skip_serializing_if = "<[Attempt]>::is_empty")]
     attempts: &'a [Attempt],
 }

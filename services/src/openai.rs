@@ -414,3 +414,67 @@ struct CompletionDetails {
 struct WireError {
     message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::PriceTable;
+    use crate::wire::splits::same_at_every_split;
+
+    fn chunk(delta: serde_json::Value, finish: Option<&str>) -> String {
+        let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {chunk}\n\n")
+    }
+
+    fn call_start(index: u32, id: &str, name: &str) -> String {
+        let call = serde_json::json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+        chunk(serde_json::json!({"tool_calls": [call]}), None)
+    }
+
+    fn call_piece(index: u32, arguments: &str) -> String {
+        let call = serde_json::json!({"index": index, "function": {"arguments": arguments}});
+        chunk(serde_json::json!({"tool_calls": [call]}), None)
+    }
+
+    #[test]
+    fn parallel_tool_call_fragments_assemble_the_same_at_every_split() {
+        let mut body = chunk(serde_json::json!({"role": "assistant", "content": null}), None);
+        body += &call_start(0, "call_abc", "get_weather");
+        body += ": keep-alive\n\n";
+        body += &call_piece(0, r#"{"city": "Zü"#);
+        body += &call_start(1, "call_def", "get_time");
+        body += &call_piece(0, r#"rich"}"#);
+        body += &call_piece(1, r#"{"tz": "CET"}"#);
+        body += &chunk(serde_json::json!({}), Some("tool_calls"));
+        let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 80, "completion_tokens": 40,
+            "total_tokens": 120, "prompt_tokens_details": {"cached_tokens": 64},
+            "completion_tokens_details": {"reasoning_tokens": 16}}});
+        body += &format!("data: {usage}\n\ndata: [DONE]\n\n");
+        let prices = Arc::new(PriceTable::builtin());
+        let decoded = same_at_every_split(&body, || ChunkProtocol {
+            sse: SseParser::default(),
+            tally: Tally::new(NAME, prices.clone(), "gpt-4o-mini".into(), 10),
+        });
+        let call = |id: &str, name: &str, arguments: &str| ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        };
+        assert_eq!(
+            decoded.tool_calls,
+            [
+                call("call_abc", "get_weather", r#"{"city": "Zürich"}"#),
+                call("call_def", "get_time", r#"{"tz": "CET"}"#)
+            ]
+        );
+        assert_eq!(decoded.text, "");
+        let end = decoded.end.unwrap().expect("the stream ended whole");
+        assert_eq!(end.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!((end.usage.cached_prompt_tokens, end.usage.reasoning_tokens), (64, 16));
+        // 16 fresh input tokens at 0.15, 64 cached at 0.075, 40 output at 0.60 per million.
+        let expected = (16.0 * 0.15 + 64.0 * 0.075 + 40.0 * 0.60) / 1e6;
+        assert!((end.cost_usd - expected).abs() < 1e-12, "{}", end.cost_usd);
+    }
+}

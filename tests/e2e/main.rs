@@ -14,3 +14,4 @@ mod openai;
 mod openai_compat;
 mod openrouter;
 mod resilience;
+mod tools;

@@ -26,7 +26,11 @@ impl fmt::Display for AllFailed {
         f.write_str("every provider failed")?;
         for (i, attempt) in self.attempts.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
-            write!(f, "{sep}{}: {}", attempt.provider, attempt.error)?;
+            // A provider's own error already starts with its name.
+            let error = attempt.error.to_string();
+            let prefix = format!("{}: ", attempt.provider);
+            let said = error.strip_prefix(&prefix).unwrap_or(&error);
+            write!(f, "{sep}{}: {said}", attempt.provider)?;
         }
         Ok(())
     }

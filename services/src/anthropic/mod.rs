@@ -207,7 +207,10 @@ impl Protocol for EventProtocol {
                     // Output tokens here are the running total; input may be restated.
                     total.completion_tokens = usage.output_tokens;
                     if usage.input_tokens > 0 {
-                        total.prompt_tokens = Usage::from(usage).prompt_tokens;
+                        let restated = Usage::from(usage);
+                        total.prompt_tokens = restated.prompt_tokens;
+                        total.cached_prompt_tokens = restated.cached_prompt_tokens;
+                        total.cache_write_tokens = restated.cache_write_tokens;
                     }
                 }
             }
@@ -317,4 +320,93 @@ struct WireError {
     kind: String,
     #[serde(default)]
     message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::pricing::PriceTable;
+    use crate::wire::splits::same_at_every_split;
+
+    fn event(name: &str, data: serde_json::Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    #[test]
+    fn text_and_tool_use_blocks_assemble_the_same_at_every_split() {
+        let mut body = event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": null,
+                "usage": {"input_tokens": 20, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 100, "output_tokens": 1}}}),
+        );
+        body += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        body += &event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking… "}}),
+        );
+        body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        body += &event("ping", json!({"type": "ping"}));
+        for (index, id, name, pieces) in [
+            (1, "toolu_01", "get_weather", [r#"{"city": "#, r#""Zürich"}"#]),
+            (2, "toolu_02", "get_time", ["", r#"{"tz": "CET"}"#]),
+        ] {
+            body += &event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            );
+            for piece in pieces {
+                body += &event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                );
+            }
+            body += &event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+        body += &event(
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 50}}),
+        );
+        body += &event("message_stop", json!({"type": "message_stop"}));
+        let prices = Arc::new(PriceTable::builtin());
+        let decoded = same_at_every_split(&body, || EventProtocol {
+            sse: SseParser::default(),
+            tally: Tally::new(NAME, prices.clone(), "claude-sonnet-4-5".into(), 10),
+            tool_blocks: Vec::new(),
+        });
+        assert_eq!(decoded.text, "Checking… ");
+        let calls: Vec<_> = decoded
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("toolu_01", "get_weather", r#"{"city": "Zürich"}"#),
+                ("toolu_02", "get_time", r#"{"tz": "CET"}"#)
+            ]
+        );
+        let end = decoded.end.unwrap().expect("the stream ended whole");
+        assert_eq!(end.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(end.usage.prompt_tokens, 1120);
+        assert_eq!(
+            (end.usage.cached_prompt_tokens, end.usage.cache_write_tokens),
+            (1000, 100)
+        );
+        // 20 fresh at 3, 1000 read at 0.30, 100 written at 3.75, 50 out at 15 USD per million.
+        let expected = (20.0 * 3.0 + 1000.0 * 0.30 + 100.0 * 3.75 + 50.0 * 15.0) / 1e6;
+        assert!((end.cost_usd - expected).abs() < 1e-12, "{}", end.cost_usd);
+    }
 }

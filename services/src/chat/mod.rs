@@ -11,6 +11,7 @@ mod tools;
 use std::sync::Arc;
 
 pub use message::{nullable, Content, ImageUrl, Message, Part, Role, ToolCall};
+pub(crate) use response::ToolCallAssembly;
 pub use response::{Chunk, Completion, FinishReason, ResponseMeta, StreamEnd, ToolCallDelta, Usage};
 pub(crate) use stream::Replay;
 pub use stream::{ChatResponse, ChatStream, ChunkStream};

@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use super::response::{Chunk, Completion, ResponseMeta, StreamEnd, ToolCallAssembly};
+use super::response::{Chunk, Completion, ResponseMeta, StreamEnd};
+use super::ToolCallAssembly;
 use crate::error::ProviderError;
 
 /// The chunks of a streamed answer, type-erased once by the provider.

@@ -3,6 +3,8 @@
 
 mod decode;
 mod lines;
+#[cfg(test)]
+pub(crate) mod splits;
 mod sse;
 
 pub(crate) use decode::{DecodeStream, Protocol};

@@ -2,4 +2,4 @@ pub mod fake;
 pub mod gateway;
 
 pub use fake::{FakeUpstream, Framing, Recorded, Reply};
-pub use gateway::{assert_close, assert_cut, assert_whole, hello, temp_db, Gateway, Streamed, OPENAI_KEY};
+pub use gateway::{assert_close, assert_cut, assert_whole, hello, sse_data, temp_db, Gateway, Streamed, OPENAI_KEY};
