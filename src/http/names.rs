@@ -1,6 +1,7 @@
 //! Names a client chooses (its agent id, the model it asks for): bounded
 //! before any work, since they become log fields, ledger rows and labels.
 
+use super::params::invalid;
 use crate::error::ApiError;
 
 /// The longest agent id or model name taken. Real model names are under
@@ -18,13 +19,6 @@ pub(super) fn checked(param: &'static str, value: String) -> Result<String, ApiE
         return Err(invalid(param, format!("`{param}` must not hold control characters")));
     }
     Ok(value)
-}
-
-fn invalid(param: &'static str, message: String) -> ApiError {
-    ApiError {
-        param: Some(param.into()),
-        ..ApiError::invalid_request(message)
-    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl ChatRequest {
         let tools: usize = self.tools.iter().map(Tool::text_bytes).sum();
         let format = match self.response_format.as_deref() {
             Some(ResponseFormat::JsonSchema { json_schema }) => {
-                json_schema.name.len() + json_schema.schema.as_ref().map_or(0, |s| s.to_string().len())
+                json_schema.name.len() + json_schema.schema.as_ref().map_or(0, tools::json_bytes)
             }
             _ => 0,
         };

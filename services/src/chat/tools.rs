@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for Tool {
 impl Tool {
     /// Bytes of its name, description and schema, the base of token estimates.
     pub fn text_bytes(&self) -> usize {
-        let schema = self.parameters.as_ref().map_or(0, |p| p.to_string().len());
+        let schema = self.parameters.as_ref().map_or(0, json_bytes);
         self.name.len() + self.description.as_ref().map_or(0, String::len) + schema
     }
 }
@@ -225,4 +225,20 @@ pub fn stop_sequences<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<
         Some(Wire::One(stop)) => vec![stop],
         Some(Wire::Many(stops)) => stops,
     })
+}
+
+/// The length of `value` as JSON text, counted without writing it out.
+pub(crate) fn json_bytes(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
