@@ -221,11 +221,7 @@ impl ChatBody {
         }
         let agent_id = names::checked("agent_id", self.agent_id)?;
         let mut request = ChatRequest::new(agent_id, params::messages(self.messages)?);
-        request.model = self
-            .model
-            .filter(|m| !m.trim().is_empty())
-            .map(|m| names::checked("model", m))
-            .transpose()?;
+        request.model = names::model(self.model)?;
         self.params.apply(&mut request)?;
         request.stream = stream;
         Ok(request)

@@ -21,6 +21,14 @@ pub(super) fn checked(param: &'static str, value: String) -> Result<String, ApiE
     Ok(value)
 }
 
+/// The model a request asks for: `None` when absent or blank, else checked.
+pub(super) fn model(model: Option<String>) -> Result<Option<String>, ApiError> {
+    model
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| checked("model", m))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,11 +142,7 @@ impl CompletionsBody {
             .unwrap_or_else(|| "anonymous".to_owned());
         let agent_id = names::checked("agent_id", agent_id)?;
         let mut request = ChatRequest::new(agent_id, messages);
-        request.model = self
-            .model
-            .filter(|m| !m.trim().is_empty())
-            .map(|m| names::checked("model", m))
-            .transpose()?;
+        request.model = names::model(self.model)?;
         self.params.apply(&mut request)?;
         request.stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
