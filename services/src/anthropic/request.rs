@@ -220,14 +220,7 @@ fn blocks(message: &Message) -> Result<Vec<Block<'_>>, ProviderError> {
         Content::Parts(parts) => parts.iter().map(part).collect(),
     };
     for call in &message.tool_calls {
-        let input = if call.arguments.trim().is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_str(&call.arguments).map_err(|e| {
-                let why = format!("the arguments of tool call `{}` are not JSON ({e})", call.id);
-                ProviderError::new(NAME, crate::error::ErrorKind::InvalidRequest(why))
-            })?
-        };
+        let input = call.arguments_object(NAME)?;
         blocks.push(Block::ToolUse {
             id: &call.id,
             name: &call.name,

@@ -268,6 +268,20 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+impl ToolCall {
+    /// Its arguments as a JSON value (`{}` when empty), for providers that
+    /// take them as an object; `provider` refuses text that is not JSON.
+    pub(crate) fn arguments_object(&self, provider: &'static str) -> Result<serde_json::Value, crate::ProviderError> {
+        if self.arguments.trim().is_empty() {
+            return Ok(serde_json::Value::Object(Default::default()));
+        }
+        serde_json::from_str(&self.arguments).map_err(|e| {
+            let why = format!("the arguments of tool call `{}` are not JSON ({e})", self.id);
+            crate::ProviderError::new(provider, crate::ErrorKind::InvalidRequest(why))
+        })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireToolCall {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::NAME;
 use crate::chat::{ChatRequest, Message, ResponseFormat, Role, Tool, ToolChoice};
-use crate::error::{ErrorKind, ProviderError};
+use crate::error::ProviderError;
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -141,14 +141,7 @@ fn message<'a>(message: &'a Message, all: &'a [Message]) -> Result<WireMessage<'
         .tool_calls
         .iter()
         .map(|call| {
-            let arguments = if call.arguments.trim().is_empty() {
-                Value::Object(Default::default())
-            } else {
-                serde_json::from_str(&call.arguments).map_err(|e| {
-                    let why = format!("the arguments of tool call `{}` are not JSON ({e})", call.id);
-                    ProviderError::new(NAME, ErrorKind::InvalidRequest(why))
-                })?
-            };
+            let arguments = call.arguments_object(NAME)?;
             Ok(WireToolCall {
                 function: WireFunction {
                     name: &call.name,
