@@ -14,4 +14,5 @@ mod openai;
 mod openai_compat;
 mod openrouter;
 mod resilience;
+mod sdk_tools;
 mod tools;

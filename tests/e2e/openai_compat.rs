@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn sdk(gateway: &Gateway) -> Client<OpenAIConfig> {
+pub(crate) fn sdk(gateway: &Gateway) -> Client<OpenAIConfig> {
     let config = OpenAIConfig::new()
         .with_api_base(format!("{}/v1", gateway.url))
         .with_api_key("tok");

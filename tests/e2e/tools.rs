@@ -488,3 +488,145 @@ async fn what_a_provider_cannot_do_is_a_400_naming_it_or_goes_to_one_that_can() 
     let providers: Value = both.get("/v1/providers").send().await.unwrap().json().await.unwrap();
     assert_eq!(providers["providers"][0]["circuit"], "closed", "{providers}");
 }
+
+fn image_message() -> Value {
+    json!({"role": "user", "content": [{"type": "text", "text": "And this sky?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/sky.jpg", "detail": "low"}}]})
+}
+
+/// Two calls whose fragments interleave by index, as parallel calls stream.
+fn parallel_stream() -> String {
+    let chunk = |calls: Value| {
+        let chunk = json!({"id": "gen-1", "object": "chat.completion.chunk", "model": "openai/gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}]});
+        format!(": OPENROUTER PROCESSING\n\ndata: {chunk}\n\n")
+    };
+    let head = |index: u32, id: &str| json!([{"index": index, "id": id, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]);
+    let piece = |index: u32, text: &str| json!([{"index": index, "function": {"arguments": text}}]);
+    let mut body = chunk(head(0, "call_p"));
+    body += &chunk(piece(0, "{\"city\":"));
+    body += &chunk(head(1, "call_l"));
+    body += &chunk(piece(1, "{\"city\":\"Lyon\"}"));
+    body += &chunk(piece(0, "\"Paris\"}"));
+    body += "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";
+    body += "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":60,\"completion_tokens\":20,\"cost\":0.0001}}\n\n";
+    body + "data: [DONE]\n\n"
+}
+
+#[tokio::test]
+async fn openrouter_gets_images_and_parameters_natively_and_parallel_calls_stream_back() {
+    let fake = FakeUpstream::always(Reply::sse(&parallel_stream(), 9)).await;
+    let base = format!("{}/api/v1", fake.url);
+    let gateway = Gateway::start(&[
+        "--llm-provider",
+        "openrouter",
+        "--openrouter-api-key",
+        "sk-or-v1-test-0123456789",
+        "--openrouter-base-url",
+        &base,
+    ])
+    .await;
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "sky", "schema": {"type": "object"}}});
+    let mut messages = asks_for_weather();
+    messages.push(image_message());
+    let request = json!({"model": "openai/gpt-4o-mini", "stream": true, "messages": messages, "tools": [weather_tool()],
+        "stop": ["END"], "top_p": 0.5, "seed": 3, "response_format": schema, "reasoning_effort": "high"});
+    let response = gateway
+        .post("/v1/chat/completions")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let (calls, finish) = assemble(&response.text().await.unwrap());
+    let call = |id: &str, city: &str| {
+        let arguments = format!("{{\"city\":\"{city}\"}}");
+        (id.to_owned(), "get_weather".to_owned(), arguments)
+    };
+    assert_eq!(
+        (calls, finish.as_deref()),
+        (
+            vec![call("call_p", "Paris"), call("call_l", "Lyon")],
+            Some("tool_calls")
+        )
+    );
+    let sent = fake.last().body;
+    assert_eq!(
+        sent["messages"][0]["role"], "system",
+        "OpenRouter takes no developer role"
+    );
+    assert_eq!(sent["messages"][2], image_message(), "image parts pass as sent");
+    assert_eq!(sent["reasoning"], json!({"effort": "high"}));
+    assert_eq!((&sent["stop"], &sent["seed"]), (&json!(["END"]), &json!(3)));
+    assert_eq!(sent["response_format"], schema);
+    assert_close_json(&sent["top_p"], &json!(0.5), "top_p");
+
+    // The seed API streams the same two calls as `tool_call` frames.
+    let frames = gateway
+        .stream(json!({"agent_id": "a", "model": "openai/gpt-4o-mini", "messages": asks_for_weather(), "tools": [weather_tool()]}))
+        .await
+        .frames();
+    let arguments = |index: u64| -> String {
+        let frames = frames.iter().filter(|f| f["tool_call"]["index"] == index);
+        frames.filter_map(|f| f["tool_call"]["arguments"].as_str()).collect()
+    };
+    assert_eq!((arguments(0), arguments(1)), (call("", "Paris").2, call("", "Lyon").2));
+    assert_eq!(frames.last().unwrap()["finish_reason"], "tool_calls");
+}
+
+#[tokio::test]
+async fn openai_gets_image_parts_as_sent_and_parallel_calls_come_back_whole() {
+    let mut answer = openai_tool_answer();
+    let calls = answer["choices"][0]["message"]["tool_calls"].as_array_mut().unwrap();
+    calls.push(json!({"id": "call_2", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\":\"Lyon\"}"}}));
+    let fake = FakeUpstream::always(Reply::json(200, answer.clone())).await;
+    let gateway = Gateway::openai(&fake, &[]).await;
+    let request = json!({"agent_id": "a", "model": "gpt-4o-mini", "tools": [weather_tool()],
+        "messages": [image_message()]});
+    let (status, body) = gateway.chat(request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tool_calls"], answer["choices"][0]["message"]["tool_calls"]);
+    assert_eq!(fake.last().body["messages"][0], image_message());
+}
+
+#[tokio::test]
+async fn parallel_calls_come_back_whole_from_anthropic_and_ollama() {
+    let mut claude_answer = anthropic_tool_use();
+    let blocks = claude_answer["content"].as_array_mut().unwrap();
+    blocks.push(json!({"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Lyon"}}));
+    let claude = FakeUpstream::always(Reply::json(200, claude_answer)).await;
+    let ollama_answer = json!({"model": "llama3.2", "created_at": "2026-12-03T08:00:00Z", "done": true,
+        "done_reason": "stop", "prompt_eval_count": 40, "eval_count": 9,
+        "message": {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+            {"function": {"name": "get_weather", "arguments": {"city": "Lyon"}}}]}});
+    let local = FakeUpstream::always(Reply::json(200, ollama_answer)).await;
+    let local = Gateway::start(&["--llm-provider", "ollama", "--ollama-base-url", &local.url]).await;
+    let cases = [
+        (anthropic(&claude).await, "claude-haiku-4-5", ["toolu_1", "toolu_2"]),
+        (local, "llama3.2", ["call_0", "call_1"]),
+    ];
+    for (gateway, model, ids) in cases {
+        let request = json!({"model": model, "messages": asks_for_weather(), "tools": [weather_tool()]});
+        let response = gateway
+            .post("/v1/chat/completions")
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+        let calls: Vec<(&str, &str)> = choice["message"]["tool_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap(), c["function"]["arguments"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            calls,
+            [(ids[0], "{\"city\":\"Paris\"}"), (ids[1], "{\"city\":\"Lyon\"}")]
+        );
+    }
+}
