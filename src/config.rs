@@ -112,13 +112,16 @@ pub struct Config {
         default_value = "http://localhost:3000,http://localhost:8080"
     )]
     pub cors_allowed_origins: Origins,
-    /// Requests in flight at most (streams count until they end); past it, 503 at once.
+    /// Chat requests in flight at most (streams count until they end); past it, 503 at once.
     #[arg(long, env = "GATEWAY_MAX_INFLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub gateway_max_inflight: u64,
     /// How long a client may take to send a request's headers, and how long an
     /// idle keep-alive connection stays open, in ms.
     #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub gateway_header_timeout_ms: u64,
+    /// How long a client may take to send a chat request's body, in ms; past it, 408.
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gateway_body_timeout_ms: u64,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub gateway_max_body_bytes: usize,
@@ -485,6 +488,11 @@ impl Config {
     /// How long a client may take to send headers, or keep an idle connection.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.gateway_header_timeout_ms)
+    }
+
+    /// How long a client may take to send a chat request's body.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway_body_timeout_ms)
     }
 
     /// The grace period for in-flight work at shutdown.

@@ -106,7 +106,7 @@ impl ApiError {
     /// The response in OpenAI's error shape: `{"error": {"message", "type", "code", "param"}}`.
     pub fn into_openai_response(self) -> Response {
         let kind = match self.status.as_u16() {
-            400 | 413 => "invalid_request_error",
+            400 | 408 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             402 => "insufficient_quota",
             404 => "not_found_error",
@@ -134,6 +134,18 @@ impl ApiError {
     pub fn payload_too_large(limit: usize) -> Self {
         let message = format!("the request body is larger than {limit} bytes");
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 415: a chat route takes JSON only.
+    pub fn not_json() -> Self {
+        let message = "send the body as JSON, with `Content-Type: application/json`";
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    }
+
+    /// 408: the body did not arrive within `timeout`.
+    pub fn body_timeout(timeout: Duration) -> Self {
+        let message = format!("the request body did not arrive within {} ms", timeout.as_millis());
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
     }
 
     /// Any error the chat stack returns: the one place each becomes a status.

@@ -1,7 +1,8 @@
 //! The whole request path, outer to inner, in one place.
 //!
 //! ```text
-//! HTTP:  trace + request id -> CORS -> auth -> body limit -> axum router -> handler
+//! HTTP:  request id -> CORS -> auth -> axum router
+//!          -> chat routes: in-flight cap -> JSON body (type, time, size) -> handler
 //! chat:  metrics -> rate limit -> budget -> failover
 //!          -> [ per provider: metrics -> circuit breaker -> timeout -> provider ]
 //! ```
@@ -82,6 +83,7 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         chat: chat.service,
         status: chat.status,
         max_body_bytes: config.gateway_max_body_bytes,
+        body_timeout: config.body_timeout(),
     };
     let auth = config
         .auth_tokens()
@@ -92,12 +94,12 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         .layer(PropagateRequestIdLayer::x_request_id())
         // Browsers: preflights answered here, before auth; every answer readable.
         .layer(cors(config))
-        // Overload is answered 503 at once; a stream holds its place until it ends.
-        .layer(InFlightLimitLayer::new(config.gateway_max_inflight as usize))
         // /v1/* needs a bearer token; /healthz and /metrics stay open.
         .option_layer(auth);
-    // The body limit is applied where bodies are read (`http::chat`), so it answers in JSON.
-    Ok(http::router(state).layer(edge))
+    // Chat overload is answered 503 at once; a stream holds its place until it ends.
+    let inflight = InFlightLimitLayer::new(config.gateway_max_inflight as usize);
+    // Body type, size and time limits apply where bodies are read (`http::chat`), so they answer in JSON.
+    Ok(http::router(state, inflight).layer(edge))
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +37,7 @@ const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remain
 pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat");
     let answer = async {
-        let request = read_request(body, state.max_body_bytes, false).await?;
+        let request = read_request(&state, &headers, body, false).await?;
         call_complete(&state, request, &mut log).await
     };
     match answer.await {
@@ -51,7 +52,7 @@ pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, 
 pub(super) async fn stream(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat/stream");
     let opened = async {
-        let request = read_request(body, state.max_body_bytes, true).await?;
+        let request = read_request(&state, &headers, body, true).await?;
         call_stream(&state, request, &mut log).await
     };
     match opened.await {
@@ -190,17 +191,45 @@ struct ChatBody {
     unknown: BTreeMap<String, Value>,
 }
 
-async fn read_request(body: Body, limit: usize, stream: bool) -> Result<ChatRequest, ApiError> {
-    let bytes = read_body(body, limit).await?;
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    stream: bool,
+) -> Result<ChatRequest, ApiError> {
+    let bytes = read_json_body(state, headers, body).await?;
     let body: ChatBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
     body.into_request(stream)
 }
 
+/// The body of a chat route. JSON only (415 otherwise): a web page may post
+/// `text/plain` or a form to any origin without a CORS preflight, and so spend
+/// a visitor's way past CORS; a JSON post it cannot make unasked. Read within
+/// the body timeout (408 past it, which frees the in-flight slot a silent
+/// client would hold) and up to the size limit.
+pub(super) async fn read_json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::not_json());
+    }
+    tokio::time::timeout(state.body_timeout, read_body(body, state.max_body_bytes))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::body_timeout(state.body_timeout)))
+}
+
+/// `application/json`, or a `+json` type, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// The whole body, refused with 413 past `limit`: at once when its declared
 /// length is over (before a `100 Continue`, so a careful client sends nothing),
 /// else as soon as what arrives is.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(ApiError::payload_too_large(limit));
     }

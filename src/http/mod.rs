@@ -15,6 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrysalis_middleware::inflight::InFlightLimitLayer;
 
 use crate::error::ApiError;
 use crate::stack::{ChatService, Status};
@@ -28,15 +31,21 @@ pub struct AppState {
     pub status: Arc<Status>,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a body.
+    pub body_timeout: Duration,
 }
 
-/// The routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+/// The routes. Only the chat routes count against `inflight`: health checks,
+/// scrapes and status reads must answer most of all when the gateway is busy.
+pub fn router(state: AppState, inflight: InFlightLimitLayer) -> Router {
+    let chat = Router::new()
         .route("/v1/chat", post(chat::complete))
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/chat/completions", post(openai::completions))
+        .route_layer(inflight);
+    Router::new()
+        .merge(chat)
+        .route("/healthz", get(healthz))
         .route("/v1/models", get(openai::models))
         .route("/v1/usage", get(status::usage))
         .route("/v1/providers", get(status::providers))

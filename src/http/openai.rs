@@ -16,7 +16,7 @@ use chrysalis_services::{ChatRequest, Completion, FinishReason, ToolCall, Usage}
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::chat::{call_complete, call_stream, completion_headers, read_body, sse_response};
+use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
 use super::log::RequestLog;
 use super::names;
 use super::openai_sse::{CompletionId, OpenAiFrames};
@@ -28,7 +28,7 @@ use crate::error::ApiError;
 pub(super) async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat/completions");
     let parsed = async {
-        let bytes = read_body(body, state.max_body_bytes).await?;
+        let bytes = read_json_body(&state, &headers, body).await?;
         let body: CompletionsBody =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
         body.into_request(&headers)

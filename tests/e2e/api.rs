@@ -73,7 +73,13 @@ async fn bad_requests_get_a_clear_400() {
             assert!(message.contains(expected), "{body}: {message}");
         }
     }
-    let response = gateway.post("/v1/chat").body("{not json").send().await.unwrap();
+    let response = gateway
+        .post("/v1/chat")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
 }
 

@@ -79,6 +79,7 @@ fn help_lists_every_variable() {
         "CORS_ALLOWED_ORIGINS",
         "GATEWAY_MAX_INFLIGHT",
         "GATEWAY_HEADER_TIMEOUT_MS",
+        "GATEWAY_BODY_TIMEOUT_MS",
         "GATEWAY_WORKERS",
         "GATEWAY_LOG_FORMAT",
         "GATEWAY_DB_SYNC",

@@ -123,6 +123,7 @@ async fn a_20_mib_body_is_refused_with_413_before_it_is_read() {
     let big = vec![b' '; 20 * 1024 * 1024];
     let response = gateway
         .post("/v1/chat")
+        .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             big.chunks(1 << 20)
                 .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
@@ -181,34 +182,114 @@ async fn a_slowloris_client_and_an_idle_connection_are_cut_off() {
     still_serves(&gateway, None).await;
 }
 
+/// A gateway whose OpenAI upstream starts every stream and then stalls.
+async fn stalled_streams(extra: &[&str]) -> (Gateway, FakeUpstream) {
+    let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+    let fake = FakeUpstream::always(Reply::sse(&format!("{first}{first}"), first.len()).stall_after(1)).await;
+    (Gateway::openai(&fake, extra).await, fake)
+}
+
+/// Opens a stream and waits for its first frame, so it is surely in flight.
+async fn open_stream(gateway: &Gateway) -> reqwest::Response {
+    let mut response = gateway
+        .post("/v1/chat/stream")
+        .json(&hello(Some("gpt-4o-mini")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first frame");
+    assert!(String::from_utf8_lossy(&first).contains("Hi"));
+    response
+}
+
 #[tokio::test]
-async fn past_the_in_flight_cap_requests_get_503_at_once() {
+async fn past_the_in_flight_cap_chat_gets_503_at_once_and_the_rest_still_answers() {
+    let (gateway, _fake) = stalled_streams(&["--gateway-max-inflight", "2"]).await;
+    let open = [open_stream(&gateway).await, open_stream(&gateway).await];
+    // Both streams stay open (their upstream stalls), so the 503 below came at once, not after a wait.
+    for path in ["/v1/chat", "/v1/chat/stream"] {
+        let refused = gateway.post(path).json(&hello(None)).send().await.unwrap();
+        assert_eq!(refused.status(), 503, "{path}");
+        assert_eq!(refused.headers()["retry-after"], "1");
+    }
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]});
+    let refused = gateway.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    // An orchestrator's probes and a scraper are never shed.
+    for path in ["/healthz", "/metrics", "/v1/usage", "/v1/providers", "/v1/models"] {
+        assert_eq!(gateway.get(path).send().await.unwrap().status(), 200, "{path}");
+    }
+    drop(open);
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_and_frees_its_slot() {
     let gateway = Gateway::start(&[
         "--llm-provider",
         "mock",
-        "--mock-latency-ms",
-        "800",
         "--gateway-max-inflight",
-        "2",
+        "1",
+        "--gateway-body-timeout-ms",
+        "300",
     ])
     .await;
-    let slow = || gateway.post("/v1/chat").json(&hello(None)).send();
-    let (a, b) = (slow(), slow());
-    let third = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = tokio::time::Instant::now();
-        let response = slow().await.unwrap();
-        (response, started.elapsed())
-    };
-    let (a, b, (third, waited)) = tokio::join!(a, b, third);
-    assert_eq!((a.unwrap().status().as_u16(), b.unwrap().status().as_u16()), (200, 200));
-    assert_eq!(third.status(), 503);
-    assert_eq!(third.headers()["retry-after"], "1");
+    let head = "POST /v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    let (answer, closed) = raw(
+        &gateway,
+        format!("{head}{{\"agent_id\"").as_bytes(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
     assert!(
-        waited < Duration::from_millis(500),
-        "refused at once, not queued: {waited:?}"
+        closed,
+        "the connection is closed: the rest of its body cannot be framed"
     );
     still_serves(&gateway, None).await;
+}
+
+#[tokio::test]
+async fn chat_routes_take_json_only_so_a_web_page_cannot_post_without_a_preflight() {
+    let gateway = Gateway::start(&["--llm-provider", "mock"]).await;
+    let body = serde_json::to_string(&hello(None)).unwrap();
+    let openai = json!({"model": "mock-1", "messages": [{"role": "user", "content": "Hi"}]}).to_string();
+    for (path, body) in [
+        ("/v1/chat", &body),
+        ("/v1/chat/stream", &body),
+        ("/v1/chat/completions", &openai),
+    ] {
+        for content_type in [
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            let mut request = gateway
+                .post(path)
+                .header("origin", "https://evil.example")
+                .body(body.clone());
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 415, "{path} {content_type:?}");
+            let error: Value = response.json().await.unwrap();
+            assert!(
+                error["error"]["message"].as_str().unwrap().contains("application/json"),
+                "{error}"
+            );
+        }
+        let json = gateway
+            .post(path)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body.clone());
+        assert_eq!(json.send().await.unwrap().status(), 200, "{path}");
+    }
+    let scrape = gateway.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let served = r#"gateway_requests_total{provider="mock",model="mock-1",outcome="success"} "#;
+    let count = scrape.lines().find_map(|line| line.strip_prefix(served));
+    assert_eq!(count, Some("3"), "only the JSON posts reached the chat stack:\n{scrape}");
 }
 
 #[tokio::test]
