@@ -148,6 +148,12 @@ impl ApiError {
         Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
     }
 
+    /// 503: the grace period of a shutdown is over.
+    pub fn shutting_down() -> Self {
+        let message = "the gateway is shutting down and its grace period is over: retry on another replica";
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+    }
+
     /// Any error the chat stack returns: the one place each becomes a status.
     pub fn from_error(error: &(dyn StdError + 'static)) -> Self {
         if let Some(error) = error.downcast_ref::<ProviderError>() {

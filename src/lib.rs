@@ -13,4 +13,5 @@ mod json_lines;
 pub mod logging;
 pub mod providers;
 pub mod server;
+pub mod shutdown;
 pub mod stack;

@@ -8,15 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::shutdown::Cutoff;
 
 /// Serves `app` until SIGINT or SIGTERM, then lets in-flight work finish.
 ///
@@ -87,13 +91,14 @@ async fn accept(config: &Config, workers: Vec<Handoff>) -> Result<(), String> {
         .await
         .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().unwrap_or(addr);
+    // Before the line that says so: from then on a signal shuts down gracefully.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
     tracing::info!(%addr, providers = ?order, workers = workers.len(), "gateway listening");
     if !addr.ip().is_loopback() && config.auth_tokens().is_none() {
         tracing::warn!(%addr, "listening beyond this machine with no GATEWAY_AUTH_TOKEN: anyone who can reach it can spend your budget");
     }
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             accepted = next_connection(&listener) => accepted,
@@ -165,7 +170,12 @@ async fn next_connection(listener: &TcpListener) -> TcpStream {
 struct Connections {
     builder: http1::Builder,
     graceful: GracefulShutdown,
+    cutoff: Cutoff,
 }
+
+/// How long streams cut off at the end of the grace period have to send
+/// their last frame: a client that reads nothing cannot delay the exit.
+const LAST_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 impl Connections {
     fn new(config: &Config) -> Self {
@@ -179,13 +189,19 @@ impl Connections {
         Self {
             builder,
             graceful: GracefulShutdown::new(),
+            cutoff: Cutoff::default(),
         }
     }
 
     /// Serves `stream` on a task of its own; `open` is decremented when it closes.
     fn serve(&self, stream: TcpStream, app: &Router, open: Option<Arc<AtomicUsize>>) {
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let cutoff = self.cutoff.clone();
+        let app = app.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(cutoff.clone());
+            request
+        });
+        let service = TowerToHyperService::new(app);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
@@ -198,11 +214,22 @@ impl Connections {
         });
     }
 
-    /// Lets open requests and streams finish, for at most `grace`.
+    /// Lets open requests and streams finish, for at most `grace`; then ends
+    /// those still open with a `shutting_down` error, and closes what remains.
     async fn drain(self, grace: Duration, worker: usize) {
-        tokio::select! {
-            () = self.graceful.shutdown() => tracing::info!(worker, "every connection finished"),
-            () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over: closing the connections still open"),
+        let finished = self.graceful.shutdown();
+        tokio::pin!(finished);
+        if tokio::time::timeout(grace, &mut finished).await.is_ok() {
+            tracing::info!(worker, "every connection finished");
+            return;
+        }
+        tracing::warn!(
+            worker,
+            "grace period over: ending the requests still open with a shutting_down error"
+        );
+        self.cutoff.cut();
+        if tokio::time::timeout(LAST_FRAME_WAIT, finished).await.is_err() {
+            tracing::warn!(worker, "closing the connections that still did not finish");
         }
     }
 }
@@ -248,19 +275,26 @@ impl hyper::rt::Timer for CoarseTimer {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when first polled: a signal sent as soon as the gateway says
+/// it is listening must shut it down gracefully, not kill it mid-line.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM can be handled");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT can be handled");
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM can be handled");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrysalis_services::{
     ChatRequest, ChatStream, Chunk, Completion, FinishReason, ProviderError, ResponseMeta, ToolCall, Usage,
@@ -28,17 +29,24 @@ use super::params::{self, Params, WireMessage};
 use super::sse::SseFrames;
 use super::AppState;
 use crate::error::ApiError;
+use crate::shutdown::Cutoff;
 
 /// The cost of a complete answer, for clients that read headers only.
 const COST_HEADER: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
 const LIMIT_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 const REMAINING_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
 
-pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn complete(
+    State(state): State<AppState>,
+    cutoff: Option<Extension<Cutoff>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat");
+    let cutoff = cutoff.unwrap_or_default().0;
     let answer = async {
         let request = read_request(&state, &headers, body, false).await?;
-        call_complete(&state, request, &mut log).await
+        call_complete(&state, request, &mut log, &cutoff).await
     };
     match answer.await {
         Ok(completion) => completion_response(&completion),
@@ -49,16 +57,22 @@ pub(super) async fn complete(State(state): State<AppState>, headers: HeaderMap, 
     }
 }
 
-pub(super) async fn stream(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    cutoff: Option<Extension<Cutoff>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat/stream");
+    let cutoff = cutoff.unwrap_or_default().0;
     let opened = async {
         let request = read_request(&state, &headers, body, true).await?;
-        call_stream(&state, request, &mut log).await
+        call_stream(&state, request, &mut log, &cutoff).await
     };
     match opened.await {
         Ok((first, chunks)) => {
             let meta = chunks.meta;
-            sse_response(SseFrames::new(first, chunks, log), meta)
+            sse_response(SseFrames::new(first, chunks, log, cutoff.watch()), meta)
         }
         Err(error) => {
             log.failed(None, &error);
@@ -72,18 +86,21 @@ pub(super) async fn call_complete(
     state: &AppState,
     request: ChatRequest,
     log: &mut RequestLog,
+    cutoff: &Cutoff,
 ) -> Result<Completion, ApiError> {
     log.agent(&request.agent_id);
-    let response = state
-        .chat
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| ApiError::from_error(e.as_ref()))?;
-    let completion = response
-        .into_completion()
-        .await
-        .map_err(|e| ApiError::from_provider(&e))?;
+    let call = async {
+        let response = state.chat.clone().oneshot(request).await;
+        let response = response.map_err(|e| ApiError::from_error(e.as_ref()))?;
+        response
+            .into_completion()
+            .await
+            .map_err(|e| ApiError::from_provider(&e))
+    };
+    let completion = tokio::select! {
+        completion = call => completion?,
+        () = cutoff.reached() => return Err(ApiError::shutting_down()),
+    };
     log.served(
         completion.provider,
         &completion.model,
@@ -102,18 +119,20 @@ pub(super) async fn call_stream(
     state: &AppState,
     request: ChatRequest,
     log: &mut RequestLog,
+    cutoff: &Cutoff,
 ) -> Result<Opened, ApiError> {
     log.agent(&request.agent_id);
-    let response = state
-        .chat
-        .clone()
-        .oneshot(request)
-        .await
-        .map_err(|e| ApiError::from_error(e.as_ref()))?;
-    let mut chunks = response.into_stream();
-    match next(&mut chunks).await {
-        Some(Err(e)) => Err(ApiError::from_provider(&e)),
-        first => Ok((first, chunks)),
+    let open = async {
+        let response = state.chat.clone().oneshot(request).await;
+        let mut chunks = response.map_err(|e| ApiError::from_error(e.as_ref()))?.into_stream();
+        match next(&mut chunks).await {
+            Some(Err(e)) => Err(ApiError::from_provider(&e)),
+            first => Ok((first, chunks)),
+        }
+    };
+    tokio::select! {
+        opened = open => opened,
+        () = cutoff.reached() => Err(ApiError::shutting_down()),
     }
 }
 

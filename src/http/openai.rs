@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrysalis_services::{ChatRequest, Completion, FinishReason, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -23,10 +23,17 @@ use super::openai_sse::{CompletionId, OpenAiFrames};
 use super::params::{self, Params, WireMessage};
 use super::AppState;
 use crate::error::ApiError;
+use crate::shutdown::Cutoff;
 
 /// `POST /v1/chat/completions`.
-pub(super) async fn completions(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn completions(
+    State(state): State<AppState>,
+    cutoff: Option<Extension<Cutoff>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut log = RequestLog::start(&headers, "/v1/chat/completions");
+    let cutoff = cutoff.unwrap_or_default().0;
     let parsed = async {
         let bytes = read_json_body(&state, &headers, body).await?;
         let body: CompletionsBody =
@@ -42,10 +49,11 @@ pub(super) async fn completions(State(state): State<AppState>, headers: HeaderMa
     };
     let id = CompletionId::new();
     if request.stream {
-        return match call_stream(&state, request, &mut log).await {
+        return match call_stream(&state, request, &mut log, &cutoff).await {
             Ok((first, chunks)) => {
                 let meta = chunks.meta;
-                sse_response(OpenAiFrames::new(id, include_usage, first, chunks, log), meta)
+                let frames = OpenAiFrames::new(id, include_usage, first, chunks, log, cutoff.watch());
+                sse_response(frames, meta)
             }
             Err(error) => {
                 log.failed(None, &error);
@@ -53,7 +61,7 @@ pub(super) async fn completions(State(state): State<AppState>, headers: HeaderMa
             }
         };
     }
-    match call_complete(&state, request, &mut log).await {
+    match call_complete(&state, request, &mut log, &cutoff).await {
         Ok(completion) => {
             let mut response = Json(WholeCompletion::new(&id, &completion)).into_response();
             completion_headers(&completion, response.headers_mut());

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::log::RequestLog;
 use crate::error::ApiError;
+use crate::shutdown::CutoffWatch;
 
 /// The id and creation time every chunk of one response repeats.
 pub(super) struct CompletionId {
@@ -31,6 +32,7 @@ pub(super) struct OpenAiFrames {
     pending: VecDeque<Event>,
     done: bool,
     log: RequestLog,
+    cutoff: CutoffWatch,
 }
 
 impl OpenAiFrames {
@@ -40,6 +42,7 @@ impl OpenAiFrames {
         first: Option<Result<Chunk, ProviderError>>,
         chunks: ChatStream,
         log: RequestLog,
+        cutoff: CutoffWatch,
     ) -> Self {
         let mut frames = Self {
             id,
@@ -49,6 +52,7 @@ impl OpenAiFrames {
             pending: VecDeque::with_capacity(4),
             done: false,
             log,
+            cutoff,
         };
         let role = frames.chunk(
             Delta {
@@ -141,7 +145,10 @@ impl OpenAiFrames {
     }
 
     fn fail(&mut self, error: &ProviderError) {
-        let error = ApiError::from_provider(error);
+        self.fail_with(ApiError::from_provider(error));
+    }
+
+    fn fail_with(&mut self, error: ApiError) {
         self.log.failed(Some(self.chunks.provider), &error);
         let body = serde_json::json!({"error": {"message": error.message, "type": "api_error", "code": error.kind}});
         self.pending.push_back(self.event(&body));
@@ -167,6 +174,10 @@ impl Stream for OpenAiFrames {
             }
             if self.done {
                 return Poll::Ready(None);
+            }
+            if self.cutoff.poll_reached(cx) {
+                self.fail_with(ApiError::shutting_down());
+                continue;
             }
             let item = match self.first.take() {
                 Some(first) => first,

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::log::RequestLog;
 use crate::error::{ApiError, ErrorDetail};
+use crate::shutdown::CutoffWatch;
 
 /// Turns chunks into `data:` frames: one per delta, then a `done` frame with
 /// usage and cost, or a `done` frame with the error that cut the stream.
@@ -19,16 +20,23 @@ pub(super) struct SseFrames {
     chunks: ChatStream,
     done: bool,
     log: RequestLog,
+    cutoff: CutoffWatch,
 }
 
 impl SseFrames {
     /// Frames for `chunks`, of which `first` was already read.
-    pub(super) fn new(first: Option<Result<Chunk, ProviderError>>, chunks: ChatStream, log: RequestLog) -> Self {
+    pub(super) fn new(
+        first: Option<Result<Chunk, ProviderError>>,
+        chunks: ChatStream,
+        log: RequestLog,
+        cutoff: CutoffWatch,
+    ) -> Self {
         Self {
             first,
             chunks,
             done: false,
             log,
+            cutoff,
         }
     }
 
@@ -70,9 +78,12 @@ impl SseFrames {
 
 impl SseFrames {
     fn error_frame(&self, error: &ProviderError) -> String {
-        let error = ApiError::from_provider(error);
-        self.log.failed(Some(self.chunks.provider), &error);
-        error_frame(&error)
+        self.api_error_frame(&ApiError::from_provider(error))
+    }
+
+    fn api_error_frame(&self, error: &ApiError) -> String {
+        self.log.failed(Some(self.chunks.provider), error);
+        error_frame(error)
     }
 }
 
@@ -90,6 +101,11 @@ impl Stream for SseFrames {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if self.cutoff.poll_reached(cx) {
+            self.done = true;
+            let frame = self.api_error_frame(&ApiError::shutting_down());
+            return Poll::Ready(Some(Ok(Event::default().data(frame))));
         }
         let item = match self.first.take() {
             Some(first) => Some(first),

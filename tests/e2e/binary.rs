@@ -5,6 +5,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
+
+use crate::support::{FakeUpstream, Reply};
+
 fn gateway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
     command
@@ -117,12 +121,29 @@ struct Running {
     child: Child,
     port: u16,
     logs: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Every line the gateway wrote so far, stdout and stderr.
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
+    /// Sends SIGTERM, waits for the exit, and returns it with every line
+    /// the gateway wrote (stdout and stderr, read to their ends).
+    fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+        self.sigterm();
+        self.exit()
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the exit; returns it with every line the gateway wrote.
+    fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let exit = self.child.wait().unwrap();
+        for reader in std::mem::take(&mut self.readers) {
+            reader.join().unwrap();
+        }
+        (exit, self.logs.lock().unwrap().clone())
     }
 }
 
@@ -150,15 +171,16 @@ fn start(envs: &[(&str, &str)]) -> Running {
         child,
         port: 0,
         logs: logs.clone(),
+        readers: Vec::new(),
     };
     let stderr = BufReader::new(running.child.stderr.take().unwrap());
     let kept = logs.clone();
-    std::thread::spawn(move || {
+    running.readers.push(std::thread::spawn(move || {
         stderr
             .lines()
             .map_while(Result::ok)
             .for_each(|l| kept.lock().unwrap().push(l))
-    });
+    }));
     let mut lines = BufReader::new(running.child.stdout.take().unwrap()).lines();
     while let Some(Ok(line)) = lines.next() {
         logs.lock().unwrap().push(line.clone());
@@ -166,7 +188,9 @@ fn start(envs: &[(&str, &str)]) -> Running {
         if line["message"] == "gateway listening" {
             let addr: std::net::SocketAddr = line["addr"].as_str().unwrap().parse().unwrap();
             // Keep reading, so the gateway's later log lines have somewhere to go.
-            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| logs.lock().unwrap().push(l)));
+            let rest =
+                std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| logs.lock().unwrap().push(l)));
+            running.readers.push(rest);
             running.port = addr.port();
             return running;
         }
@@ -174,35 +198,116 @@ fn start(envs: &[(&str, &str)]) -> Running {
     panic!("the gateway never said it was listening");
 }
 
+/// An OpenAI fake: streams send one chunk and stall; whole answers come after `delay`.
+fn slow_openai(runtime: &tokio::runtime::Runtime, delay: Duration) -> FakeUpstream {
+    runtime.block_on(FakeUpstream::start(move |request| {
+        if request.body["stream"] == true {
+            let text = json!({"choices": [{"index": 0, "delta": {"content": "Hello there, "}}]});
+            let text = format!("data: {text}\n\n");
+            Reply::sse(&text.repeat(2), text.len()).stall_after(1)
+        } else {
+            let answer = json!({"model": "gpt-4o-mini", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
+            Reply::json(200, answer).delay(delay)
+        }
+    }))
+}
+
+fn openai_env<'a>(base: &'a str, db: &'a std::path::Path, grace: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_API_KEY", "sk-proj-test-0123456789"),
+        ("OPENAI_BASE_URL", base),
+        ("GATEWAY_DB", db.to_str().unwrap()),
+        ("GATEWAY_SHUTDOWN_GRACE_MS", grace),
+    ]
+}
+
+fn hello() -> serde_json::Value {
+    json!({"agent_id": "a", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+}
+
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     let db = std::env::temp_dir().join(format!("chrysalis-sigterm-{}.db", std::process::id()));
-    let mut gateway = start(&[
-        ("LLM_PROVIDER", "mock"),
-        ("MOCK_LATENCY_MS", "1500"),
-        ("GATEWAY_DB", db.to_str().unwrap()),
-    ]);
-    let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let in_flight = runtime.spawn(async move {
-        let body = serde_json::json!({"agent_id": "a", "messages": [{"role": "user", "content": "Hi"}]});
-        reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map(|r| r.status())
-    });
-    std::thread::sleep(Duration::from_millis(400));
-    let pid = gateway.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = runtime
+    let fake = slow_openai(&runtime, Duration::from_millis(500));
+    let base = format!("{}/v1", fake.url);
+    let gateway = start(&openai_env(&base, &db, "30000"));
+    let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
+    let in_flight = runtime.spawn(async move { reqwest::Client::new().post(url).json(&hello()).send().await });
+    // The request is in flight once the upstream has it.
+    runtime.block_on(fake.until_received(1));
+    gateway.sigterm();
+    let response = runtime
         .block_on(in_flight)
         .unwrap()
         .expect("the in-flight request is answered");
-    assert_eq!(status, 200);
-    let exit = gateway.child.wait().unwrap();
+    assert_eq!(response.status(), 200);
+    let (exit, _) = gateway.exit();
     assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_file(&db);
+}
+
+#[test]
+fn requests_open_past_the_grace_period_end_with_shutting_down_and_their_spend_is_kept() {
+    let db = std::env::temp_dir().join(format!("chrysalis-cutoff-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = slow_openai(&runtime, Duration::from_secs(30));
+    let base = format!("{}/v1", fake.url);
+    let env = openai_env(&base, &db, "200");
+    let gateway = start(&env);
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", gateway.port);
+    let client = reqwest::Client::new();
+    let open = |path: &str, body: serde_json::Value| {
+        let request = client.post(url(path)).json(&body);
+        async move {
+            let mut response = request.send().await.unwrap();
+            let first = response.chunk().await.unwrap().expect("a first frame");
+            (response, String::from_utf8(first.to_vec()).unwrap())
+        }
+    };
+    let mut openai = hello();
+    openai.as_object_mut().unwrap().remove("agent_id");
+    openai["stream"] = json!(true);
+    let (seed, openai, whole) = runtime.block_on(async {
+        let seed = open("/v1/chat/stream", hello()).await;
+        let openai = open("/v1/chat/completions", openai).await;
+        let whole = tokio::spawn(client.post(url("/v1/chat")).json(&hello()).send());
+        fake.until_received(3).await;
+        gateway.sigterm();
+        let rest =
+            |(response, first): (reqwest::Response, String)| async move { first + &response.text().await.unwrap() };
+        (rest(seed).await, rest(openai).await, whole.await.unwrap().unwrap())
+    });
+    let last: serde_json::Value =
+        serde_json::from_str(seed.lines().rev().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "shutting_down", "{seed}");
+    assert!(seed.contains("Hello there"), "the stream had started: {seed}");
+    let last = openai.lines().rev().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{openai}");
+    assert!(!openai.contains("[DONE]"), "SDKs raise on a stream without [DONE]");
+    assert_eq!(whole.status(), 503);
+    let error: serde_json::Value = runtime.block_on(whole.json()).unwrap();
+    assert_eq!(error["error"]["type"], "shutting_down");
+
+    let (exit, logs) = gateway.exit();
+    assert!(exit.success(), "{exit:?}");
+    let cut: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["error_type"] == "shutting_down")
+        .collect();
+    assert_eq!(cut.len(), 3, "one line for each request cut off: {logs:#?}");
+    assert!(cut.iter().all(|l| l["status"] == 503), "{cut:?}");
+    // The cut streams' text was charged, and the charge was written before the exit.
+    let again = start(&env);
+    let usage = usage(&runtime, again.port);
+    assert!(usage["day"]["spent_usd"].as_f64().unwrap() > 0.0, "{usage}");
+    drop(again);
+    let _ = std::fs::remove_file(&db);
 }
 
 fn post(runtime: &tokio::runtime::Runtime, port: u16, path: &str, agent: &str) -> String {
@@ -313,7 +418,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     }));
     let db = std::env::temp_dir().join(format!("chrysalis-logs-{}.db", std::process::id()));
     let base = format!("{}/v1", fake.url);
-    let mut gateway = start(&[
+    let gateway = start(&[
         ("LLM_PROVIDER", "openai"),
         ("OPENAI_API_KEY", KEY),
         ("OPENAI_BASE_URL", &base),
@@ -352,11 +457,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
             "{text}"
         );
     });
-    let pid = gateway.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    gateway.child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let logs = gateway.logs();
+    let (_, logs) = gateway.terminate();
     assert!(
         logs.iter().any(|l| l.contains("\"level\":\"DEBUG\"")),
         "debug logging is on"
@@ -402,24 +503,21 @@ fn listening_beyond_loopback_without_a_token_is_warned_about() {
         ("GATEWAY_HOST", "0.0.0.0"),
         ("GATEWAY_DB", &db1),
     ]);
-    std::thread::sleep(Duration::from_millis(200));
+    let (_, logs) = open.terminate();
     assert!(
-        open.logs()
-            .iter()
+        logs.iter()
             .any(|l| l.contains("WARN") && l.contains("no GATEWAY_AUTH_TOKEN")),
-        "{:?}",
-        open.logs()
+        "{logs:?}"
     );
-    drop(open);
     let guarded = start(&[
         ("LLM_PROVIDER", "mock"),
         ("GATEWAY_HOST", "0.0.0.0"),
         ("GATEWAY_DB", &db2),
         ("GATEWAY_AUTH_TOKEN", "tok"),
     ]);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!guarded.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
+    let (_, logs) = guarded.terminate();
+    assert!(!logs.iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
     let local = start(&[("LLM_PROVIDER", "mock"), ("GATEWAY_DB", &db3)]);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!local.logs().iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
+    let (_, logs) = local.terminate();
+    assert!(!logs.iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
 }

@@ -289,7 +289,11 @@ async fn chat_routes_take_json_only_so_a_web_page_cannot_post_without_a_prefligh
     let scrape = gateway.get("/metrics").send().await.unwrap().text().await.unwrap();
     let served = r#"gateway_requests_total{provider="mock",model="mock-1",outcome="success"} "#;
     let count = scrape.lines().find_map(|line| line.strip_prefix(served));
-    assert_eq!(count, Some("3"), "only the JSON posts reached the chat stack:\n{scrape}");
+    assert_eq!(
+        count,
+        Some("3"),
+        "only the JSON posts reached the chat stack:\n{scrape}"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// A request the fake received.
 #[derive(Debug, Clone)]
@@ -105,6 +106,7 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 pub struct FakeUpstream {
     pub url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    received: watch::Receiver<usize>,
 }
 
 impl FakeUpstream {
@@ -114,15 +116,27 @@ impl FakeUpstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let recorded = requests.clone();
+        let (count, received) = watch::channel(0);
+        let count = Arc::new(count);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (handler, recorded) = (handler.clone(), recorded.clone());
+                let (handler, recorded, count) = (handler.clone(), recorded.clone(), count.clone());
                 tokio::spawn(async move {
-                    let _ = serve(socket, &*handler, &recorded).await;
+                    let _ = serve(socket, &*handler, &recorded, &count).await;
                 });
             }
         });
-        Self { url, requests }
+        Self {
+            url,
+            requests,
+            received,
+        }
+    }
+
+    /// Waits until `n` requests have arrived (each is recorded before it is answered).
+    pub async fn until_received(&self, n: usize) {
+        let mut received = self.received.clone();
+        received.wait_for(|count| *count >= n).await.unwrap();
     }
 
     /// Always answers `reply`.
@@ -139,11 +153,17 @@ impl FakeUpstream {
     }
 }
 
-async fn serve(mut socket: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
+async fn serve(
+    mut socket: TcpStream,
+    handler: &Handler,
+    recorded: &Mutex<Vec<Recorded>>,
+    count: &watch::Sender<usize>,
+) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let request = read_request(&mut socket).await?;
     let reply = handler(&request);
     recorded.lock().unwrap().push(request);
+    count.send_modify(|count| *count += 1);
     tokio::time::sleep(reply.delay).await;
     let mut head = format!(
         "HTTP/1.1 {} Fake\r\ncontent-type: {}\r\nconnection: close\r\n",
