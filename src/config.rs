@@ -283,13 +283,18 @@ impl fmt::Debug for Tokens {
 impl FromStr for Tokens {
     type Err = String;
 
+    /// A value that lists no token (`,`, spaces) is refused: taken as "no
+    /// tokens", it would turn auth off while the operator meant it on.
     fn from_str(s: &str) -> Result<Self, String> {
-        let tokens = s
+        let tokens: Vec<String> = s
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
             .collect();
+        if tokens.is_empty() {
+            return Err("lists no token; leave it unset to serve without auth".into());
+        }
         Ok(Self(tokens))
     }
 }
@@ -507,6 +512,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_token_list_with_no_token_refuses_to_start_rather_than_turn_auth_off() {
+        for empty in [",", " , ", " "] {
+            let error = parse(&["--gateway-auth-token", empty]).unwrap_err().to_string();
+            assert!(error.contains("lists no token"), "{empty:?}: {error}");
+        }
+        let config = parse(&["--gateway-auth-token", "a, ,b"]).unwrap();
+        assert_eq!(config.auth_tokens(), Some(&["a".to_owned(), "b".to_owned()][..]));
     }
 
     #[test]

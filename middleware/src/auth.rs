@@ -112,7 +112,7 @@ impl Tokens {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(bearer_credentials)
         else {
             return false;
         };
@@ -195,6 +195,13 @@ where
     }
 }
 
+/// The credentials of a `Bearer` authorization; the scheme is
+/// case-insensitive (RFC 7235 §2.1), so `BEARER` and `bearer` are the same.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -242,6 +249,18 @@ mod tests {
         );
         assert_eq!(
             status(&layer, Method::POST, "/v1/chat", Some("Bearer new-token-x")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        for scheme in ["BEARER", "bearer", "BeArEr"] {
+            let auth = format!("{scheme} new-token");
+            assert_eq!(
+                status(&layer, Method::POST, "/v1/chat", Some(&auth)).await,
+                StatusCode::OK,
+                "{scheme}"
+            );
+        }
+        assert_eq!(
+            status(&layer, Method::POST, "/v1/chat", Some("Bearernew-token")).await,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(status(&layer, Method::GET, "/healthz", None).await, StatusCode::OK);

@@ -220,7 +220,7 @@ struct ChunkProtocol {
 
 impl Protocol for ChunkProtocol {
     fn line(&mut self, line: &str, out: &mut VecDeque<Chunk>) -> Result<(), ErrorKind> {
-        let Some(event) = self.sse.line(line) else {
+        let Some(event) = self.sse.line(line)? else {
             return Ok(());
         };
         if event.data == "[DONE]" {

@@ -78,12 +78,19 @@ impl HttpClient {
     }
 }
 
+/// The largest whole answer read from an upstream: a chat completion is
+/// kilobytes; a broken upstream must not grow memory without bound.
+const ANSWER_BODY_LIMIT: usize = 16 << 20;
+
 /// A whole body, or why it could not be read.
 pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, String> {
-    body.collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .map_err(|e| describe(&e))
+    match Limited::new(body, ANSWER_BODY_LIMIT).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(format!("the answer is larger than {ANSWER_BODY_LIMIT} bytes"))
+        }
+        Err(e) => Err(describe(&*e)),
+    }
 }
 
 /// An error body, read up to a limit.

@@ -235,3 +235,31 @@ async fn an_unreachable_upstream_is_a_502_connect_error() {
     assert_eq!(status, 502);
     assert_eq!(body["error"]["attempts"][0]["error"], "connect");
 }
+
+#[tokio::test]
+async fn an_endless_line_or_a_huge_answer_from_upstream_is_an_error_not_unbounded_memory() {
+    let endless = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}",
+        "x".repeat(2 << 20)
+    );
+    let huge = format!("{{\"padding\":\"{}\"}}", " ".repeat(17 << 20));
+    let fake = FakeUpstream::start(move |request| match request.body["stream"] == true {
+        true => Reply::sse(&endless, 64 * 1024),
+        false => Reply::whole(200, "application/json", huge.clone()),
+    })
+    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
+    let (status, body) = gateway.chat(hello(None)).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
+    let response = gateway.post("/v1/chat/stream").json(&hello(None)).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("longer than"),
+        "{error}"
+    );
+}

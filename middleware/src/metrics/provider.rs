@@ -20,6 +20,7 @@ use super::families::{CostLabels, Metrics, OperationLabels, TokenLabels};
 use super::latency::ProviderStats;
 use super::upstream;
 use crate::circuit_breaker::error::Open;
+use crate::fault;
 use crate::observe::{observe, Hold, Observer, Outcome};
 use crate::timeout::error::Elapsed;
 
@@ -216,7 +217,10 @@ impl Call {
         let elapsed = self.started.elapsed();
         let series = self.series(model, error.map_or("", error_type));
         series.duration.observe(elapsed.as_secs_f64());
-        self.shared.stats.record(elapsed, error.is_some());
+        // A request refused for what it asks (a 400, a parameter this provider
+        // lacks) says nothing of the provider's health.
+        let failed = error.is_some_and(|e| !fault::is_client_error(e) && !fault::is_unsupported(e));
+        self.shared.stats.record(elapsed, failed);
         let Some((usage, cost_usd)) = spent else { return };
         let spend = series.spend.get_or_init(|| self.spend_series(&series.labels));
         spend.input_tokens.observe(usage.prompt_tokens as f64);

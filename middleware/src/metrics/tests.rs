@@ -99,3 +99,19 @@ async fn long_or_secret_model_names_never_become_labels() {
     let other = r#"gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="p",gen_ai_request_model="other",gen_ai_response_model="m",error_type=""}"#;
     assert_eq!(sample(&registry, other), 3.0);
 }
+
+#[tokio::test]
+async fn requests_the_upstream_refused_as_malformed_are_not_provider_failures() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let layer = ProviderMetricsLayer::new(&metrics, "p");
+    let service = layer.layer(Scripted::new(
+        "p",
+        |n| if n < 2 { Act::Fail(400) } else { Act::Fail(500) },
+    ));
+    for _ in 0..3 {
+        assert!(service.clone().oneshot(request()).await.is_err());
+    }
+    let stats = layer.stats().snapshot();
+    assert_eq!((stats.calls, stats.failures), (3, 1), "only the 500 is the provider's");
+}

@@ -153,7 +153,7 @@ impl EventProtocol {
 
 impl Protocol for EventProtocol {
     fn line(&mut self, line: &str, out: &mut VecDeque<Chunk>) -> Result<(), ErrorKind> {
-        let Some(event) = self.sse.line(line) else {
+        let Some(event) = self.sse.line(line)? else {
             return Ok(());
         };
         let event: WireEvent = serde_json::from_str(&event.data)

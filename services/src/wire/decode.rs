@@ -85,8 +85,9 @@ where
                 State::Reading => {}
             }
             let step = match this.lines.next_line() {
-                Some(line) => this.protocol.line(&line, this.out),
-                None => match ready!(this.body.as_mut().poll_next(cx)) {
+                Ok(Some(line)) => this.protocol.line(&line, this.out),
+                Err(kind) => Err(kind),
+                Ok(None) => match ready!(this.body.as_mut().poll_next(cx)) {
                     Some(Ok(bytes)) => {
                         this.lines.push(&bytes);
                         Ok(())

@@ -1,5 +1,8 @@
 //! Server-sent events, as the WHATWG HTML standard parses them.
 
+use super::lines::{too_long, MAX_LINE_BYTES};
+use crate::error::ErrorKind;
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SseEvent {
@@ -18,20 +21,21 @@ pub(crate) struct SseParser {
 }
 
 impl SseParser {
-    /// Feeds one line; a blank line dispatches the event built so far.
-    pub(crate) fn line(&mut self, line: &str) -> Option<SseEvent> {
+    /// Feeds one line; a blank line dispatches the event built so far. An
+    /// event whose data lines add up past [`MAX_LINE_BYTES`] is an error.
+    pub(crate) fn line(&mut self, line: &str) -> Result<Option<SseEvent>, ErrorKind> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
             if !std::mem::take(&mut self.has_data) {
-                return None;
+                return Ok(None);
             }
-            return Some(SseEvent {
+            return Ok(Some(SseEvent {
                 event,
                 data: std::mem::take(&mut self.data),
-            });
+            }));
         }
         if line.starts_with(':') {
-            return None;
+            return Ok(None);
         }
         let (field, value) = match line.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
@@ -40,6 +44,9 @@ impl SseParser {
         match field {
             "event" => value.clone_into(&mut self.event),
             "data" => {
+                if self.data.len() + value.len() >= MAX_LINE_BYTES {
+                    return Err(too_long());
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -48,7 +55,7 @@ impl SseParser {
             }
             _ => {}
         }
-        None
+        Ok(None)
     }
 }
 
@@ -58,7 +65,7 @@ mod tests {
 
     fn events(lines: &[&str]) -> Vec<SseEvent> {
         let mut parser = SseParser::default();
-        lines.iter().filter_map(|l| parser.line(l)).collect()
+        lines.iter().filter_map(|l| parser.line(l).unwrap()).collect()
     }
 
     #[test]
