@@ -70,14 +70,15 @@ where
         self.metrics.0.in_flight.inc();
         ResponseFuture {
             inner: self.inner.call(request),
-            in_flight: InFlight(self.metrics.clone()),
+            in_flight: Some(InFlight(self.metrics.clone())),
             started: Instant::now(),
             waited: Duration::ZERO,
         }
     }
 }
 
-/// Counts a request out of flight however its future ends.
+/// Counts a request out of flight however it ends: a whole answer when its
+/// future does, a stream when the stream does.
 struct InFlight(Metrics);
 
 impl Drop for InFlight {
@@ -91,7 +92,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        in_flight: InFlight,
+        // Handed to a stream's observer: a stream is in flight until it ends.
+        in_flight: Option<InFlight>,
         started: Instant,
         waited: Duration,
     }
@@ -108,7 +110,8 @@ where
         let this = self.project();
         let inner = this.inner;
         let result = ready!(upstream::measure(this.waited, || inner.poll(cx)));
-        let metrics = &this.in_flight.0;
+        let in_flight = this.in_flight.take().expect("polled after it completed");
+        let metrics = &in_flight.0;
         // For a stream the answer is ready once its first chunk is: failover reads it first.
         let overhead = this.started.elapsed().saturating_sub(*this.waited);
         metrics.0.overhead.observe(overhead.as_secs_f64());
@@ -120,9 +123,9 @@ where
             Ok(ChatResponse::Stream(stream)) => {
                 metrics.0.open_streams.inc();
                 let outcome = StreamOutcome {
-                    metrics: metrics.clone(),
                     provider: stream.provider,
                     model: stream.model.clone(),
+                    in_flight,
                 };
                 Ok(observe(ChatResponse::Stream(stream), outcome))
             }
@@ -159,9 +162,9 @@ fn outcome_of(error: &(dyn StdError + 'static)) -> &'static str {
 }
 
 struct StreamOutcome {
-    metrics: Metrics,
     provider: &'static str,
     model: String,
+    in_flight: InFlight,
 }
 
 impl Observer for StreamOutcome {
@@ -171,8 +174,9 @@ impl Observer for StreamOutcome {
             Outcome::Failed { .. } => "error",
             Outcome::Dropped { .. } => "cancelled",
         };
-        count(&self.metrics, self.provider, &self.model, outcome);
-        self.metrics.0.open_streams.dec();
+        let metrics = &self.in_flight.0;
+        count(metrics, self.provider, &self.model, outcome);
+        metrics.0.open_streams.dec();
         None
     }
 }

@@ -115,3 +115,21 @@ async fn requests_the_upstream_refused_as_malformed_are_not_provider_failures() 
     let stats = layer.stats().snapshot();
     assert_eq!((stats.calls, stats.failures), (3, 1), "only the 500 is the provider's");
 }
+
+#[tokio::test]
+async fn a_stream_is_in_flight_until_it_ends() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let service = MetricsLayer::new(&metrics).layer(Scripted::always("p", Act::StallAfter(1)));
+    let ChatResponse::Stream(mut stream) = service.oneshot(request()).await.unwrap() else {
+        panic!("a stream");
+    };
+    assert!(stream.next().await.unwrap().is_ok());
+    assert_eq!(
+        sample(&registry, "gateway_requests_in_flight"),
+        1.0,
+        "an open stream is in flight"
+    );
+    drop(stream);
+    assert_eq!(sample(&registry, "gateway_requests_in_flight"), 0.0);
+}
