@@ -482,12 +482,9 @@ impl Config {
         Duration::from_millis(self.circuit_reset_time_ms)
     }
 
-    /// The tokens that open /v1/*, if auth is on.
+    /// The tokens that open /v1/*, if auth is on (a set list is never empty).
     pub fn auth_tokens(&self) -> Option<&[String]> {
-        self.gateway_auth_token
-            .as_ref()
-            .map(|t| t.0.as_slice())
-            .filter(|t| !t.is_empty())
+        self.gateway_auth_token.as_ref().map(|t| t.0.as_slice())
     }
 
     /// How long a client may take to send headers, or keep an idle connection.

@@ -65,6 +65,12 @@ fn openai_tool_stream() -> String {
     body
 }
 
+/// Streams `body` through `/v1/chat/completions` and joins its tool calls.
+async fn streamed_calls(gateway: &Gateway, body: &Value) -> (Vec<(String, String, String)>, Option<String>) {
+    let response = gateway.post("/v1/chat/completions").json(body).send().await.unwrap();
+    assemble(&response.text().await.unwrap())
+}
+
 /// Joins the `delta.tool_calls` of OpenAI stream chunks into whole calls.
 fn assemble(sse: &str) -> (Vec<(String, String, String)>, Option<String>) {
     let mut calls: Vec<(String, String, String)> = Vec::new();
@@ -160,13 +166,7 @@ async fn openai_gets_every_parameter_in_its_own_names_and_a_tool_loop_completes(
 
     let streamed =
         json!({"model": "gpt-4o-mini", "stream": true, "messages": asks_for_weather(), "tools": [weather_tool()]});
-    let response = gateway
-        .post("/v1/chat/completions")
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
-    let (calls, finish) = assemble(&response.text().await.unwrap());
+    let (calls, finish) = streamed_calls(&gateway, &streamed).await;
     let paris = (
         "call_1".to_owned(),
         "get_weather".to_owned(),
@@ -318,8 +318,7 @@ async fn anthropic_tool_use_streams_as_tool_call_frames_on_both_apis() {
 
     let openai =
         json!({"model": "claude-haiku-4-5", "stream": true, "messages": asks_for_weather(), "tools": [weather_tool()]});
-    let response = gateway.post("/v1/chat/completions").json(&openai).send().await.unwrap();
-    let (calls, finish) = assemble(&response.text().await.unwrap());
+    let (calls, finish) = streamed_calls(&gateway, &openai).await;
     let paris = (
         "toolu_1".to_owned(),
         "get_weather".to_owned(),
@@ -532,13 +531,7 @@ async fn openrouter_gets_images_and_parameters_natively_and_parallel_calls_strea
     messages.push(image_message());
     let request = json!({"model": "openai/gpt-4o-mini", "stream": true, "messages": messages, "tools": [weather_tool()],
         "stop": ["END"], "top_p": 0.5, "seed": 3, "response_format": schema, "reasoning_effort": "high"});
-    let response = gateway
-        .post("/v1/chat/completions")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    let (calls, finish) = assemble(&response.text().await.unwrap());
+    let (calls, finish) = streamed_calls(&gateway, &request).await;
     let call = |id: &str, city: &str| {
         let arguments = format!("{{\"city\":\"{city}\"}}");
         (id.to_owned(), "get_weather".to_owned(), arguments)
