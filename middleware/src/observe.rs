@@ -86,6 +86,9 @@ pin_project! {
             let this = this.project();
             let outcome = Outcome::Dropped { chunks: *this.seen, chars: *this.chars };
             if let Some(observer) = this.observer.take() {
+                // The layers inside finish first, as they do for an end or a
+                // failure: an outer observer may read what they settled.
+                *this.chunks = Box::pin(futures_util::stream::empty());
                 // Nobody is left to wait for a hold: it runs detached or not at all.
                 let _ = observer.finish(outcome);
             }

@@ -51,7 +51,7 @@ pub(super) async fn complete(
     match answer.await {
         Ok(completion) => completion_response(&completion),
         Err(error) => {
-            log.failed(None, &error);
+            log.failed(None, &error, None);
             error.into_response()
         }
     }
@@ -75,7 +75,7 @@ pub(super) async fn stream(
             sse_response(SseFrames::new(first, chunks, log, cutoff.watch()), meta)
         }
         Err(error) => {
-            log.failed(None, &error);
+            log.failed(None, &error, None);
             error.into_response()
         }
     }

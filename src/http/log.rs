@@ -61,7 +61,9 @@ impl RequestLog {
         );
     }
 
-    pub(super) fn failed(&self, provider: Option<&str>, error: &ApiError) {
+    /// A request that failed; `charged` is what a stream cut short was charged.
+    pub(super) fn failed(&self, provider: Option<&str>, error: &ApiError, charged: Option<(Usage, f64)>) {
+        let (usage, cost_usd) = charged.unwrap_or_default();
         tracing::info!(
             request_id = %self.request_id,
             route = self.route,
@@ -70,12 +72,17 @@ impl RequestLog {
             status = error.status.as_u16(),
             error_type = error.kind,
             message = %field(&error.message),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            cost_usd,
             duration_ms = self.duration_ms(),
             "request failed"
         );
     }
 
-    pub(super) fn cancelled(&self, provider: &str, model: &str) {
+    /// A stream the client left; `charged` is what the text it was sent cost.
+    pub(super) fn cancelled(&self, provider: &str, model: &str, charged: Option<(Usage, f64)>) {
+        let (usage, cost_usd) = charged.unwrap_or_default();
         tracing::info!(
             request_id = %self.request_id,
             route = self.route,
@@ -83,6 +90,9 @@ impl RequestLog {
             provider,
             model = %field(model),
             status = 499,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            cost_usd,
             duration_ms = self.duration_ms(),
             "client went away mid-stream"
         );

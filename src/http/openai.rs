@@ -43,7 +43,7 @@ pub(super) async fn completions(
     let (request, include_usage) = match parsed.await {
         Ok(parsed) => parsed,
         Err(error) => {
-            log.failed(None, &error);
+            log.failed(None, &error, None);
             return error.into_openai_response();
         }
     };
@@ -56,7 +56,7 @@ pub(super) async fn completions(
                 sse_response(frames, meta)
             }
             Err(error) => {
-                log.failed(None, &error);
+                log.failed(None, &error, None);
                 error.into_openai_response()
             }
         };
@@ -71,7 +71,7 @@ pub(super) async fn completions(
             response
         }
         Err(error) => {
-            log.failed(None, &error);
+            log.failed(None, &error, None);
             error.into_openai_response()
         }
     }

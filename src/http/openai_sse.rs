@@ -149,7 +149,10 @@ impl OpenAiFrames {
     }
 
     fn fail_with(&mut self, error: ApiError) {
-        self.log.failed(Some(self.chunks.provider), &error);
+        // What was sent before the failure is charged once the layers inside settle.
+        self.chunks.cut();
+        let charged = self.chunks.cut_charge.get();
+        self.log.failed(Some(self.chunks.provider), &error, charged);
         let body = serde_json::json!({"error": {"message": error.message, "type": "api_error", "code": error.kind}});
         self.pending.push_back(self.event(&body));
         self.done = true;
@@ -159,7 +162,9 @@ impl OpenAiFrames {
 impl Drop for OpenAiFrames {
     fn drop(&mut self) {
         if !self.done {
-            self.log.cancelled(self.chunks.provider, &self.chunks.model);
+            self.chunks.cut();
+            let charged = self.chunks.cut_charge.get();
+            self.log.cancelled(self.chunks.provider, &self.chunks.model, charged);
         }
     }
 }

@@ -77,12 +77,15 @@ impl SseFrames {
 }
 
 impl SseFrames {
-    fn error_frame(&self, error: &ProviderError) -> String {
+    fn error_frame(&mut self, error: &ProviderError) -> String {
         self.api_error_frame(&ApiError::from_provider(error))
     }
 
-    fn api_error_frame(&self, error: &ApiError) -> String {
-        self.log.failed(Some(self.chunks.provider), error);
+    fn api_error_frame(&mut self, error: &ApiError) -> String {
+        // What was sent before the failure is charged once the layers inside settle.
+        self.chunks.cut();
+        let charged = self.chunks.cut_charge.get();
+        self.log.failed(Some(self.chunks.provider), error, charged);
         error_frame(error)
     }
 }
@@ -90,7 +93,9 @@ impl SseFrames {
 impl Drop for SseFrames {
     fn drop(&mut self) {
         if !self.done {
-            self.log.cancelled(self.chunks.provider, &self.chunks.model);
+            self.chunks.cut();
+            let charged = self.chunks.cut_charge.get();
+            self.log.cancelled(self.chunks.provider, &self.chunks.model, charged);
         }
     }
 }

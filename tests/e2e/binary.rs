@@ -302,10 +302,54 @@ fn requests_open_past_the_grace_period_end_with_shutting_down_and_their_spend_is
         .collect();
     assert_eq!(cut.len(), 3, "one line for each request cut off: {logs:#?}");
     assert!(cut.iter().all(|l| l["status"] == 503), "{cut:?}");
-    // The cut streams' text was charged, and the charge was written before the exit.
+    let logged: f64 = cut.iter().map(|l| l["cost_usd"].as_f64().unwrap()).sum();
+    assert!(
+        cut.iter().filter(|l| l["completion_tokens"].as_u64() > Some(0)).count() == 2,
+        "both streams' lines carry the tokens they were charged: {cut:?}"
+    );
+    // The cut streams' text was charged as logged, and written before the exit.
     let again = start(&env);
-    let usage = usage(&runtime, again.port);
-    assert!(usage["day"]["spent_usd"].as_f64().unwrap() > 0.0, "{usage}");
+    let spent = usage(&runtime, again.port)["day"]["spent_usd"].as_f64().unwrap();
+    assert!(
+        spent > 0.0 && (spent - logged).abs() < 1e-9,
+        "ledger {spent}, logged {logged}"
+    );
+    drop(again);
+    let _ = std::fs::remove_file(&db);
+}
+
+#[test]
+fn a_stream_the_client_leaves_is_logged_499_with_what_it_was_charged() {
+    let db = std::env::temp_dir().join(format!("chrysalis-left-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = slow_openai(&runtime, Duration::from_secs(30));
+    let base = format!("{}/v1", fake.url);
+    let env = openai_env(&base, &db, "10000");
+    let gateway = start(&env);
+    let url = format!("http://127.0.0.1:{}/v1/chat/stream", gateway.port);
+    runtime.block_on(async {
+        let mut response = reqwest::Client::new().post(url).json(&hello()).send().await.unwrap();
+        let first = response.chunk().await.unwrap().expect("a first frame");
+        assert!(String::from_utf8_lossy(&first).contains("Hello there"));
+        // Dropping the response closes the connection mid-stream.
+    });
+    // The stream is gone once the gateway reads the close, well within the grace period.
+    let (exit, logs) = gateway.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let lines: Vec<serde_json::Value> = logs.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let left = lines
+        .iter()
+        .find(|l| l["status"] == 499)
+        .unwrap_or_else(|| panic!("{logs:#?}"));
+    assert!(left["completion_tokens"].as_u64() > Some(0), "{left}");
+    let logged = left["cost_usd"].as_f64().unwrap();
+    let again = start(&env);
+    let spent = usage(&runtime, again.port)["day"]["spent_usd"].as_f64().unwrap();
+    assert!(
+        logged > 0.0 && (spent - logged).abs() < 1e-9,
+        "ledger {spent}, logged {logged}"
+    );
     drop(again);
     let _ = std::fs::remove_file(&db);
 }

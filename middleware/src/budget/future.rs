@@ -72,6 +72,7 @@ where
                                 reservation,
                                 provider: s.provider,
                                 model: s.model.clone(),
+                                cut_charge: s.cut_charge.clone(),
                             };
                             return Poll::Ready(Ok(observe(response, settle)));
                         }

@@ -1,5 +1,7 @@
 //! Settling a streamed call when its stream ends, breaks or is dropped.
 
+use chrysalis_services::CutCharge;
+
 use super::state::Reservation;
 use crate::observe::{Hold, Observer, Outcome};
 
@@ -8,6 +10,8 @@ pub(super) struct SettleStream {
     pub(super) reservation: Reservation,
     pub(super) provider: &'static str,
     pub(super) model: String,
+    /// Where a cut stream's charge is told to the layers outside.
+    pub(super) cut_charge: CutCharge,
 }
 
 impl Observer for SettleStream {
@@ -16,6 +20,7 @@ impl Observer for SettleStream {
             reservation,
             provider,
             model,
+            cut_charge,
         } = self;
         match outcome {
             Outcome::Completed { usage, cost_usd } => {
@@ -26,8 +31,9 @@ impl Observer for SettleStream {
                 }))
             }
             Outcome::Failed { chars, .. } | Outcome::Dropped { chars, .. } => {
-                // Nobody waits for a cut stream's spend; the writer still records it.
-                drop(reservation.settle_partial(provider, &model, chars));
+                if let Some((usage, cost_usd)) = reservation.settle_partial(provider, &model, chars) {
+                    cut_charge.set(usage, cost_usd);
+                }
                 None
             }
         }

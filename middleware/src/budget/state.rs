@@ -338,14 +338,17 @@ impl Reservation {
         self.state.settle(self.estimate, row)
     }
 
-    /// A call cut short after `chars` of text: the tokens it used are estimated and charged.
-    pub(crate) fn settle_partial(self, provider: &str, model: &str, chars: usize) -> Option<Commit> {
+    /// A call cut short after `chars` of text: the tokens it used are
+    /// estimated and charged, and the charge returned. Nobody waits for the
+    /// write; the writer still records it.
+    pub(crate) fn settle_partial(self, provider: &str, model: &str, chars: usize) -> Option<(Usage, f64)> {
         if chars == 0 {
             return None; // Dropping releases it: nothing was generated.
         }
         let usage = Usage::estimate(self.prompt_chars, chars);
         let cost = self.state.partial_cost(provider, model, usage);
-        self.settle(provider, model, usage, cost)
+        drop(self.settle(provider, model, usage, cost));
+        Some((usage, cost))
     }
 }
 

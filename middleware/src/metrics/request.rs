@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use chrysalis_services::{ChatRequest, ChatResponse};
+use chrysalis_services::{ChatRequest, ChatResponse, CutCharge};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use super::families::{Metrics, RequestLabels, NONE};
+use super::families::{CostLabels, Metrics, RequestLabels, NONE};
 use super::upstream;
 use crate::budget::error::{BudgetExceeded, UnpricedModel};
 use crate::failover::error::AllOpen;
@@ -125,6 +125,7 @@ where
                 let outcome = StreamOutcome {
                     provider: stream.provider,
                     model: stream.model.clone(),
+                    cut_charge: stream.cut_charge.clone(),
                     in_flight,
                 };
                 Ok(observe(ChatResponse::Stream(stream), outcome))
@@ -164,6 +165,7 @@ fn outcome_of(error: &(dyn StdError + 'static)) -> &'static str {
 struct StreamOutcome {
     provider: &'static str,
     model: String,
+    cut_charge: CutCharge,
     in_flight: InFlight,
 }
 
@@ -176,6 +178,15 @@ impl Observer for StreamOutcome {
         };
         let metrics = &self.in_flight.0;
         count(metrics, self.provider, &self.model, outcome);
+        // A whole stream's cost is counted per provider call; a cut one's is
+        // known only once the budget has charged it, inside this layer.
+        if let Some((_, cost_usd)) = self.cut_charge.get() {
+            let labels = CostLabels {
+                provider: self.provider,
+                model: metrics.model_label(&self.model),
+            };
+            metrics.0.cost.get_or_create(&labels).inc_by(cost_usd);
+        }
         metrics.0.open_streams.dec();
         None
     }

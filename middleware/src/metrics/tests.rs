@@ -133,3 +133,47 @@ async fn a_stream_is_in_flight_until_it_ends() {
     drop(stream);
     assert_eq!(sample(&registry, "gateway_requests_in_flight"), 0.0);
 }
+
+#[tokio::test]
+async fn the_cost_metric_counts_what_the_budget_charged_broken_and_dropped_streams() {
+    use std::sync::Arc;
+
+    use chrysalis_services::pricing::PriceTable;
+
+    use crate::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, []);
+    let cut = Err(chrysalis_services::ProviderError::cut("p", "eof"));
+    let provider = Scripted::new("p", move |n| match n {
+        0 => Act::Stream(vec![delta("hello"), end()]),
+        1 => Act::Stream(vec![delta("x".repeat(4000).as_str()), cut.clone()]),
+        _ => Act::Stream(vec![delta("y".repeat(4000).as_str()), delta("more"), end()]),
+    });
+    let config = BudgetConfig::new(50.0, 500.0, Arc::new(PriceTable::builtin())).unwrap();
+    let budget = BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap();
+    let spent = budget.handle();
+    let service = ServiceBuilder::new()
+        .layer(MetricsLayer::new(&metrics))
+        .layer(budget)
+        .layer(ProviderMetricsLayer::new(&metrics, "p"))
+        .service(provider);
+    let mut asked = request();
+    asked.model = Some("gpt-4o".into());
+    let open = || async {
+        match service.clone().oneshot(asked.clone()).await.unwrap() {
+            ChatResponse::Stream(stream) => stream,
+            ChatResponse::Complete(_) => panic!("a stream was asked for"),
+        }
+    };
+    let _: Vec<_> = open().await.collect().await;
+    let _: Vec<_> = open().await.collect().await;
+    let mut dropped = open().await;
+    dropped.next().await;
+    drop(dropped);
+
+    let ledger = spent.report().unwrap().day.spent_usd;
+    assert!(ledger > COST + 0.019, "both cut streams were charged: {ledger}");
+    let metric = sample(&registry, r#"gateway_cost_usd_total{provider="p",model="gpt-4o"}"#);
+    assert!((metric - ledger).abs() < 1e-9, "metric {metric}, ledger {ledger}");
+}

@@ -3,11 +3,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use super::response::{Chunk, Completion, ResponseMeta, StreamEnd};
+use super::response::{Chunk, Completion, ResponseMeta, StreamEnd, Usage};
 use super::ToolCallAssembly;
 use crate::error::ProviderError;
 
@@ -22,7 +23,28 @@ pub struct ChatStream {
     pub model: String,
     /// What layers learned about the call.
     pub meta: ResponseMeta,
+    /// What the stream was charged if it did not reach its end.
+    pub cut_charge: CutCharge,
     chunks: ChunkStream,
+}
+
+/// What a stream that did not reach its end was charged: the budget writes
+/// it when it settles the stream, the layers outside it (metrics, the request
+/// log) read it when they report how the stream ended. Those layers drop the
+/// stream's chunks before they report, so the budget has settled by then.
+#[derive(Debug, Clone, Default)]
+pub struct CutCharge(Arc<OnceLock<(Usage, f64)>>);
+
+impl CutCharge {
+    /// Records the charge; the first one recorded stays.
+    pub fn set(&self, usage: Usage, cost_usd: f64) {
+        let _ = self.0.set((usage, cost_usd));
+    }
+
+    /// The tokens and USD charged, if any were.
+    pub fn get(&self) -> Option<(Usage, f64)> {
+        self.0.get().copied()
+    }
 }
 
 impl ChatStream {
@@ -35,6 +57,7 @@ impl ChatStream {
             provider,
             model,
             meta: ResponseMeta::default(),
+            cut_charge: CutCharge::default(),
             chunks: Box::pin(chunks),
         }
     }
@@ -49,11 +72,19 @@ impl ChatStream {
             provider,
             model,
             meta,
+            cut_charge,
             chunks,
         } = self;
         let mut wrapped = Self::new(provider, model, wrap(chunks));
         wrapped.meta = meta;
+        wrapped.cut_charge = cut_charge;
         wrapped
+    }
+
+    /// Drops the chunks now, so every layer inside settles how the stream
+    /// ended (a cut stream's charge among it) before the caller reports it.
+    pub fn cut(&mut self) {
+        self.chunks = Box::pin(futures_util::stream::empty());
     }
 
     /// Reads the stream to its end and joins it into one [`Completion`].
