@@ -18,8 +18,12 @@ type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationM
 
 /// Agents tracked at most; agents beyond share one overflow bucket.
 pub(super) const MAX_AGENTS: usize = 10_000;
-/// Every this many new agents, agents whose bucket is full again are forgotten.
+/// While there is room, every this many new agents, agents whose bucket is
+/// full again are forgotten.
 const SWEEP_EVERY: u64 = 1024;
+/// With no room, the shortest time between two sweeps: clients choose their
+/// own ids, so a flood of new ones must not sweep the whole map each.
+const FULL_SWEEP_GAP: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(super) struct Limiter {
@@ -34,8 +38,18 @@ enum Buckets {
     PerAgent {
         agents: DashMap<Arc<str>, AgentBucket>,
         overflow: Bucket,
-        new_agents: AtomicU64,
+        sweep: Sweep,
     },
+}
+
+/// When idle agents are next looked for.
+#[derive(Debug, Default)]
+struct Sweep {
+    new_agents: AtomicU64,
+    /// Nanoseconds on the limiter's clock before which a full map is not swept.
+    next_when_full: AtomicU64,
+    #[cfg(test)]
+    done: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -63,7 +77,7 @@ impl Limiter {
             buckets: Buckets::PerAgent {
                 agents: DashMap::new(),
                 overflow: bucket(quota, &clock),
-                new_agents: AtomicU64::new(0),
+                sweep: Sweep::default(),
             },
             quota,
             clock,
@@ -77,16 +91,14 @@ impl Limiter {
             Buckets::PerAgent {
                 agents,
                 overflow,
-                new_agents,
+                sweep,
             } => {
                 let now = self.clock.now();
                 if let Some(known) = agents.get(agent) {
                     known.last_seen.store(nanos(now), Ordering::Relaxed);
                     known.bucket.check()
                 } else {
-                    if new_agents.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 || agents.len() >= MAX_AGENTS {
-                        self.forget_idle(agents, now);
-                    }
+                    self.make_room(agents, sweep, now);
                     if agents.len() >= MAX_AGENTS {
                         overflow.check()
                     } else {
@@ -107,12 +119,53 @@ impl Limiter {
         }
     }
 
-    /// Drops agents idle long enough for their bucket to be full again:
-    /// forgetting them changes nothing they could notice.
-    fn forget_idle(&self, agents: &DashMap<Arc<str>, AgentBucket>, now: Duration) {
-        let refill = self.quota.replenish_interval() * self.quota.burst_size().get();
-        let cutoff = nanos(now.saturating_sub(refill));
-        agents.retain(|_, agent| agent.last_seen.load(Ordering::Relaxed) > cutoff);
+    /// Forgets idle agents at a bounded cost: every [`SWEEP_EVERY`] new
+    /// agents while there is room; when the map is full, at most once per
+    /// [`FULL_SWEEP_GAP`], and not before its oldest agent can have gone idle.
+    fn make_room(&self, agents: &DashMap<Arc<str>, AgentBucket>, sweep: &Sweep, now: Duration) {
+        let arrived = sweep.new_agents.fetch_add(1, Ordering::Relaxed);
+        let due = if agents.len() >= MAX_AGENTS {
+            let next = sweep.next_when_full.load(Ordering::Acquire);
+            // One caller claims the sweep; the others go on to the overflow bucket.
+            nanos(now) >= next
+                && sweep
+                    .next_when_full
+                    .compare_exchange(next, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+        } else {
+            arrived % SWEEP_EVERY == 0
+        };
+        if !due {
+            return;
+        }
+        let oldest = self.forget_idle(agents, now);
+        let idle_at = oldest.saturating_add(nanos(self.refill()));
+        let next = idle_at.max(nanos(now + FULL_SWEEP_GAP));
+        sweep.next_when_full.store(next, Ordering::Release);
+        #[cfg(test)]
+        sweep.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops agents idle long enough for their bucket to be full again
+    /// (forgetting them changes nothing they could notice), and returns when
+    /// the longest-idle agent kept was last seen.
+    fn forget_idle(&self, agents: &DashMap<Arc<str>, AgentBucket>, now: Duration) -> u64 {
+        let (now, refill) = (nanos(now), nanos(self.refill()));
+        let mut oldest = u64::MAX;
+        agents.retain(|_, agent| {
+            let seen = agent.last_seen.load(Ordering::Relaxed);
+            let busy = seen.saturating_add(refill) > now;
+            if busy {
+                oldest = oldest.min(seen);
+            }
+            busy
+        });
+        oldest
+    }
+
+    /// How long an unused bucket takes to fill up again.
+    fn refill(&self) -> Duration {
+        self.quota.replenish_interval() * self.quota.burst_size().get()
     }
 
     #[cfg(test)]
@@ -120,6 +173,14 @@ impl Limiter {
         match &self.buckets {
             Buckets::Global(_) => 1,
             Buckets::PerAgent { agents, .. } => agents.len(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn sweeps(&self) -> u64 {
+        match &self.buckets {
+            Buckets::Global(_) => 0,
+            Buckets::PerAgent { sweep, .. } => sweep.done.load(Ordering::Relaxed),
         }
     }
 }

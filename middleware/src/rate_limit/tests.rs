@@ -82,6 +82,35 @@ async fn memory_stays_bounded_however_many_agents_appear() {
     assert!(limiter.agents() <= 1025, "{}", limiter.agents());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_new_agents_past_the_cap_does_not_sweep_the_map_for_each() {
+    let limiter = Limiter::per_agent(1.0, burst(5)).unwrap();
+    for i in 0..MAX_AGENTS {
+        let _ = limiter.check(&Arc::from(format!("agent-{i}")));
+    }
+    assert_eq!(limiter.agents(), MAX_AGENTS);
+    let filling = limiter.sweeps();
+    // Nobody can be idle yet: these share the overflow bucket, with one sweep at most.
+    for i in 0..5_000 {
+        let _ = limiter.check(&Arc::from(format!("flood-{i}")));
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for i in 0..5_000 {
+        let _ = limiter.check(&Arc::from(format!("later-{i}")));
+    }
+    assert!(limiter.sweeps() - filling <= 1, "{} sweeps", limiter.sweeps() - filling);
+    // Once the first agents have gone idle, the next new one gets a bucket of its own.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let fresh: Arc<str> = Arc::from("fresh");
+    for _ in 0..5 {
+        assert!(
+            limiter.check(&fresh).is_ok(),
+            "its own full bucket, not the drained overflow"
+        );
+    }
+    assert!(limiter.agents() < MAX_AGENTS, "{}", limiter.agents());
+}
+
 #[test]
 fn invalid_rates_are_refused_when_built() {
     assert!(RateLimitLayer::global(0.0, burst(1)).is_err());
