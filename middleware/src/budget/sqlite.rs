@@ -13,8 +13,11 @@
 //! A commit costs what it writes: the table has no secondary index (an
 //! index doubled the pages per commit) and new ledgers use 1 KiB pages, so
 //! a commit appends one small frame to the WAL. Rows are kept in time order
-//! (a row's `at_ms` is never before the previous row's), so a window's first
-//! row is found by bisecting the ids. A thread of the ledger's own copies
+//! (a row settled a moment before the previous one is stored at its time),
+//! so a window's first row is found by bisecting the ids. A clock set back
+//! by more than [`CLOCK_STEP_MS`] starts a new run of rows (`clock_steps`
+//! holds the id of each run's first row): rows keep their real time, and
+//! each run is bisected on its own. A thread of the ledger's own copies
 //! the WAL into the database file once a second (a checkpoint fsyncs, so
 //! it stays off the request path).
 
@@ -42,6 +45,9 @@ pub enum Durability {
 
 /// Rows committed in one transaction at most.
 const GROUP: usize = 512;
+/// A row this much older than the one before it means the clock was set
+/// back (after a jump ahead, say), not that two settles raced.
+const CLOCK_STEP_MS: i64 = 1000;
 /// How often the WAL is copied into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -97,11 +103,16 @@ impl SqliteLedger {
                     output_tokens INTEGER NOT NULL,
                     cost_nanos INTEGER NOT NULL
                 );
+                CREATE TABLE IF NOT EXISTS clock_steps (first_id INTEGER PRIMARY KEY);
                 DROP INDEX IF EXISTS spend_at;",
             )
             .map_err(sql)?;
         let last_at_ms = connection
-            .query_row("SELECT COALESCE(MAX(at_ms), 0) FROM spend", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE((SELECT at_ms FROM spend ORDER BY id DESC LIMIT 1), 0)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(sql)?;
         let store = Arc::new(Mutex::new(Store {
             connection,
@@ -241,9 +252,17 @@ fn insert<'a>(store: &mut Store, rows: impl Iterator<Item = &'a SpendRow>) -> Re
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(sql)?;
+        let mut step = transaction
+            .prepare_cached("INSERT INTO clock_steps (first_id) VALUES (?1)")
+            .map_err(sql)?;
         for row in rows {
+            let stepped_back = row.at_ms < last_at_ms - CLOCK_STEP_MS;
             // Racing settles may queue a row a moment older than the one before it.
-            last_at_ms = last_at_ms.max(row.at_ms);
+            last_at_ms = if stepped_back {
+                row.at_ms
+            } else {
+                last_at_ms.max(row.at_ms)
+            };
             statement
                 .execute(params![
                     last_at_ms,
@@ -255,6 +274,9 @@ fn insert<'a>(store: &mut Store, rows: impl Iterator<Item = &'a SpendRow>) -> Re
                     row.cost_nanos
                 ])
                 .map_err(sql)?;
+            if stepped_back {
+                step.execute([transaction.last_insert_rowid()]).map_err(sql)?;
+            }
         }
     }
     transaction.commit().map_err(sql)?;
@@ -263,18 +285,37 @@ fn insert<'a>(store: &mut Store, rows: impl Iterator<Item = &'a SpendRow>) -> Re
     Ok(())
 }
 
-/// The id of the first row at or after `since_ms` (or past the last row):
-/// rows are in time order, so bisect the ids (which may have gaps).
-fn first_id_since(connection: &Connection, since_ms: i64) -> rusqlite::Result<i64> {
-    let (mut low, mut high): (i64, i64) = connection.query_row(
+/// The ids of the rows at or after `since_ms`, as ranges `[first, end)`:
+/// one per run of rows in time order, each bisected on its own.
+fn ranges_since(connection: &Connection, since_ms: i64) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let (first, end): (i64, i64) = connection.query_row(
         "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) + 1 FROM spend",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let mut next = connection.prepare_cached("SELECT id, at_ms FROM spend WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    let mut starts = vec![first];
+    let mut steps = connection.prepare_cached("SELECT first_id FROM clock_steps ORDER BY first_id")?;
+    for step in steps.query_map([], |r| r.get(0))? {
+        starts.push(step?);
+    }
+    starts.push(end);
+    starts
+        .windows(2)
+        .map(|run| Ok((first_id_since(connection, since_ms, run[0], run[1])?, run[1])))
+        .collect()
+}
+
+/// The id of the first row in `[low, high)` at or after `since_ms` (or
+/// `high`): that run is in time order, so bisect its ids (which may have gaps).
+fn first_id_since(connection: &Connection, since_ms: i64, mut low: i64, mut high: i64) -> rusqlite::Result<i64> {
+    let mut next =
+        connection.prepare_cached("SELECT id, at_ms FROM spend WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 1")?;
+    let end = high;
     while low < high {
         let middle = low + (high - low) / 2;
-        let row: Option<(i64, i64)> = next.query_row([middle], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let row: Option<(i64, i64)> = next
+            .query_row([middle, end], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
         match row {
             Some((id, at_ms)) if at_ms < since_ms => low = id + 1,
             _ => high = middle,
@@ -325,30 +366,35 @@ impl SpendLedger for SqliteLedger {
 
     fn spent_since(&self, since_ms: i64) -> Result<i64, LedgerError> {
         self.read(|c| {
-            let first = first_id_since(c, since_ms)?;
-            c.query_row(
-                "SELECT COALESCE(SUM(cost_nanos), 0) FROM spend WHERE id >= ?1",
-                [first],
-                |r| r.get(0),
-            )
+            let mut sum =
+                c.prepare_cached("SELECT COALESCE(SUM(cost_nanos), 0) FROM spend WHERE id >= ?1 AND id < ?2")?;
+            let mut spent = 0;
+            for (first, end) in ranges_since(c, since_ms)? {
+                spent += sum.query_row([first, end], |r| r.get::<_, i64>(0))?;
+            }
+            Ok(spent)
         })
     }
 
     fn breakdown_since(&self, since_ms: i64) -> Result<Breakdown, LedgerError> {
         self.read(|c| {
             let mut breakdown = Breakdown::default();
-            let first = first_id_since(c, since_ms)?;
-            let grouped =
-                |column: &str| format!("SELECT {column}, SUM(cost_nanos) FROM spend WHERE id >= ?1 GROUP BY {column}");
+            let ranges = ranges_since(c, since_ms)?;
+            let grouped = |column: &str| {
+                format!("SELECT {column}, SUM(cost_nanos) FROM spend WHERE id >= ?1 AND id < ?2 GROUP BY {column}")
+            };
             for (column, into) in [
                 ("agent_id", &mut breakdown.by_agent),
                 ("model", &mut breakdown.by_model),
             ] {
                 let mut statement = c.prepare(&grouped(column))?;
-                let rows = statement.query_map([first], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                for row in rows {
-                    let (key, nanos) = row?;
-                    into.insert(key, nanos);
+                for &(first, end) in &ranges {
+                    let rows =
+                        statement.query_map([first, end], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                    for row in rows {
+                        let (key, nanos) = row?;
+                        *into.entry(key).or_default() += nanos;
+                    }
                 }
             }
             Ok(breakdown)
@@ -413,6 +459,36 @@ mod tests {
             assert_eq!(ledger.spent_since(since).unwrap(), expected, "since {since}");
         }
         assert_eq!(ledger.spent_since(i64::MAX).unwrap(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_clock_set_back_after_a_jump_ahead_leaves_later_rows_at_their_real_time() {
+        let path = std::env::temp_dir().join(format!("chrysalis-ledger-step-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        const YEAR: i64 = 365 * 86_400_000;
+        {
+            let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+            ledger.append(row(10_000, "a", 1)).await.unwrap();
+            ledger.append(row(10_000 + YEAR, "a", 2)).await.unwrap(); // the clock jumped ahead
+            ledger.append(row(20_000, "a", 4)).await.unwrap(); // and was set right
+        }
+        // Reopened, the next row follows the last row's time, not the future one.
+        let ledger = SqliteLedger::open(&path, Durability::ProcessCrash).unwrap();
+        ledger.append(row(30_000, "b", 8)).await.unwrap();
+        ledger.append(row(29_990, "b", 16)).await.unwrap(); // a racing settle, a moment older
+        assert_eq!(ledger.spent_since(0).unwrap(), 31);
+        assert_eq!(ledger.spent_since(15_000).unwrap(), 2 + 4 + 8 + 16);
+        assert_eq!(ledger.spent_since(25_000).unwrap(), 2 + 8 + 16);
+        assert_eq!(
+            ledger.spent_since(31_000).unwrap(),
+            2,
+            "only the row the wrong clock wrote"
+        );
+        assert_eq!(ledger.spent_since(YEAR).unwrap(), 2);
+        assert_eq!(ledger.spent_since(i64::MAX).unwrap(), 0);
+        let breakdown = ledger.breakdown_since(25_000).unwrap();
+        assert_eq!((breakdown.by_agent["a"], breakdown.by_agent["b"]), (2, 24));
         let _ = std::fs::remove_file(&path);
     }
 

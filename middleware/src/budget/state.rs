@@ -59,24 +59,52 @@ struct Windows {
     month_start_ms: i64,
     day_spent: i64,
     month_spent: i64,
+    /// The day and month last left (start, spent): a clock stepped back
+    /// returns to them.
+    left_day: (i64, i64),
+    left_month: (i64, i64),
     /// Held by calls in flight, in both windows.
     reserved: i64,
 }
 
 impl Windows {
+    fn new() -> Self {
+        Self {
+            day_start_ms: i64::MIN,
+            month_start_ms: i64::MIN,
+            day_spent: 0,
+            month_spent: 0,
+            left_day: (i64::MIN, 0),
+            left_month: (i64::MIN, 0),
+            reserved: 0,
+        }
+    }
+
     /// Starts new windows when the UTC day or month has turned.
     fn roll(&mut self, now_ms: i64) {
         let day = utc::day_start(now_ms.div_euclid(1000)) * 1000;
         let month = utc::month_start(now_ms.div_euclid(1000)) * 1000;
-        if day != self.day_start_ms {
-            self.day_start_ms = day;
-            self.day_spent = 0;
-        }
-        if month != self.month_start_ms {
-            self.month_start_ms = month;
-            self.month_spent = 0;
-        }
+        roll(&mut self.day_start_ms, &mut self.day_spent, &mut self.left_day, day);
+        roll(
+            &mut self.month_start_ms,
+            &mut self.month_spent,
+            &mut self.left_month,
+            month,
+        );
     }
+}
+
+/// Moves one window to the one starting at `start_ms`. A clock that jumped
+/// ahead and was set back returns to the window it left, whose spend is kept,
+/// with what was spent meanwhile added: it was spent in that window.
+fn roll(window_ms: &mut i64, spent: &mut i64, left: &mut (i64, i64), start_ms: i64) {
+    if start_ms == *window_ms {
+        return;
+    }
+    let carried = if start_ms == left.0 { left.1 + *spent } else { 0 };
+    *left = (*window_ms, *spent);
+    *window_ms = start_ms;
+    *spent = carried;
 }
 
 pub(crate) fn nanos(usd: f64) -> i64 {
@@ -94,13 +122,7 @@ impl BudgetState {
         ledger: Arc<dyn SpendLedger>,
         clock: Arc<dyn WallClock>,
     ) -> Result<Self, LedgerError> {
-        let mut windows = Windows {
-            day_start_ms: i64::MIN,
-            month_start_ms: i64::MIN,
-            day_spent: 0,
-            month_spent: 0,
-            reserved: 0,
-        };
+        let mut windows = Windows::new();
         windows.roll(clock.now_ms());
         windows.day_spent = ledger.spent_since(windows.day_start_ms)?;
         windows.month_spent = ledger.spent_since(windows.month_start_ms)?;

@@ -172,6 +172,25 @@ async fn windows_roll_over_at_utc_midnight_and_month_start() {
     assert_eq!((report.day.spent_usd, report.month.spent_usd), (0.0, COST));
 }
 
+#[tokio::test]
+async fn a_clock_that_jumps_ahead_and_is_set_back_keeps_the_days_spend() {
+    let (layer, clock) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let service = layer.layer(Scripted::always("p", Act::Answer));
+    service.clone().oneshot(priced_request()).await.unwrap();
+    clock.0.store(NOV_30_23H + 400 * 24 * HOUR, Ordering::SeqCst); // a wrong clock, a year ahead
+    service.clone().oneshot(priced_request()).await.unwrap();
+    assert_eq!(layer.handle().report().unwrap().day.spent_usd, COST);
+
+    clock.0.store(NOV_30_23H + HOUR / 2, Ordering::SeqCst); // set right again
+    let report = layer.handle().report().unwrap();
+    assert_eq!(report.day.start, "2026-11-30T00:00:00Z");
+    assert_eq!(
+        (report.day.spent_usd, report.month.spent_usd),
+        (2.0 * COST, 2.0 * COST),
+        "the day's spend is kept, and what was spent meanwhile was spent today"
+    );
+}
+
 /// A ledger whose rows become durable only when the test says so.
 #[derive(Default)]
 struct GatedLedger {
