@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::http::head_limits;
 use crate::shutdown::Cutoff;
 
 /// Serves `app` until SIGINT or SIGTERM, then lets in-flight work finish.
@@ -185,7 +186,10 @@ impl Connections {
         let mut builder = http1::Builder::new();
         builder
             .timer(CoarseTimer(TokioTimer::new()))
-            .header_read_timeout(config.header_timeout());
+            .header_read_timeout(config.header_timeout())
+            // Above the gateway's own bounds, which answer in JSON (hyper's answer is empty).
+            .max_headers(head_limits::HYPER_MAX_HEADERS)
+            .max_header_size(head_limits::HYPER_MAX_HEADER_BYTES);
         Self {
             builder,
             graceful: GracefulShutdown::new(),

@@ -1,7 +1,7 @@
 //! The whole request path, outer to inner, in one place.
 //!
 //! ```text
-//! HTTP:  request id -> CORS -> auth -> axum router
+//! HTTP:  request id -> CORS -> head limits -> auth -> axum router
 //!          -> chat routes: in-flight cap -> JSON body (type, time, size) -> handler
 //! chat:  metrics -> rate limit -> budget -> failover
 //!          -> [ per provider: metrics -> circuit breaker -> timeout -> provider ]
@@ -35,6 +35,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::collector::StatusCollector;
 use crate::config::{Config, ConfigError, DbSync, Origins, RateKey, UnpricedModels};
+use crate::http::head_limits::HeadLimitLayer;
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
 
@@ -94,6 +95,8 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         .layer(PropagateRequestIdLayer::x_request_id())
         // Browsers: preflights answered here, before auth; every answer readable.
         .layer(cors(config))
+        // An oversized URI or head gets a JSON 414 or 431 before any other work.
+        .layer(HeadLimitLayer)
         // /v1/* needs a bearer token; /healthz and /metrics stay open.
         .option_layer(auth);
     // Chat overload is answered 503 at once; a stream holds its place until it ends.
