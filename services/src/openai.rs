@@ -477,4 +477,60 @@ mod tests {
         let expected = (16.0 * 0.15 + 64.0 * 0.075 + 40.0 * 0.60) / 1e6;
         assert!((end.cost_usd - expected).abs() < 1e-12, "{}", end.cost_usd);
     }
+
+    /// An OpenAI stream of `texts` (with keep-alive comments between some),
+    /// a tool call whose arguments come in `pieces`, usage and `[DONE]`.
+    fn stream_body(texts: &[(String, bool)], pieces: &[String], crlf: bool) -> String {
+        let mut body = String::new();
+        for (text, keep_alive) in texts {
+            body += &chunk(serde_json::json!({"content": text}), None);
+            if *keep_alive {
+                body += ": keep-alive\n\n";
+            }
+        }
+        body += &call_start(0, "call_1", "lookup");
+        for piece in pieces {
+            body += &call_piece(0, piece);
+        }
+        body += &chunk(serde_json::json!({}), Some("tool_calls"));
+        body +=
+            "data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 2}}\n\ndata: [DONE]\n\n";
+        match crlf {
+            true => body.replace('\n', "\r\n"),
+            false => body,
+        }
+    }
+
+    fn protocol() -> ChunkProtocol {
+        ChunkProtocol {
+            sse: SseParser::default(),
+            tally: Tally::new(NAME, Arc::new(PriceTable::builtin()), "gpt-4o-mini".into(), 10),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_stream_decodes_the_same_however_it_is_cut(
+            texts in proptest::collection::vec((proptest::prelude::any::<String>(), proptest::prelude::any::<bool>()), 0..6),
+            pieces in proptest::collection::vec(proptest::prelude::any::<String>(), 0..4),
+            crlf in proptest::prelude::any::<bool>(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
+        ) {
+            let body = stream_body(&texts, &pieces, crlf);
+            let text: String = texts.iter().map(|(t, _)| t.as_str()).collect();
+            crate::wire::splits::valid_stream_holds(&body, &text, &cuts, protocol)?;
+        }
+
+        #[test]
+        fn any_bytes_end_in_a_value_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            crate::wire::splits::any_bytes_end_loudly(&bytes, &cuts, protocol)?;
+            let valid = stream_body(&[("hi".into(), true)], &["{}".into()], false);
+            let damaged = crate::wire::splits::damaged(&valid, &damage);
+            crate::wire::splits::any_bytes_end_loudly(&damaged, &cuts, protocol)?;
+        }
+    }
 }

@@ -409,4 +409,83 @@ mod tests {
         let expected = (20.0 * 3.0 + 1000.0 * 0.30 + 100.0 * 3.75 + 50.0 * 15.0) / 1e6;
         assert!((end.cost_usd - expected).abs() < 1e-12, "{}", end.cost_usd);
     }
+
+    /// An Anthropic stream of `texts` (with pings between some), a tool_use
+    /// block whose input comes in `pieces`, and its end.
+    fn stream_body(texts: &[(String, bool)], pieces: &[String], crlf: bool) -> String {
+        let mut body = event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [], "model": "claude-sonnet-4-5", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        );
+        body += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        for (text, ping) in texts {
+            body += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+            );
+            if *ping {
+                body += &event("ping", json!({"type": "ping"}));
+            }
+        }
+        body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        body += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}}),
+        );
+        for piece in pieces {
+            body += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            );
+        }
+        body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+        body += &event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        );
+        body += &event("message_stop", json!({"type": "message_stop"}));
+        match crlf {
+            true => body.replace('\n', "\r\n"),
+            false => body,
+        }
+    }
+
+    fn protocol() -> EventProtocol {
+        EventProtocol {
+            sse: SseParser::default(),
+            tally: Tally::new(NAME, Arc::new(PriceTable::builtin()), "claude-sonnet-4-5".into(), 10),
+            tool_blocks: Vec::new(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_stream_decodes_the_same_however_it_is_cut(
+            texts in proptest::collection::vec((proptest::prelude::any::<String>(), proptest::prelude::any::<bool>()), 0..6),
+            pieces in proptest::collection::vec(proptest::prelude::any::<String>(), 0..4),
+            crlf in proptest::prelude::any::<bool>(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
+        ) {
+            let body = stream_body(&texts, &pieces, crlf);
+            let text: String = texts.iter().map(|(t, _)| t.as_str()).collect();
+            crate::wire::splits::valid_stream_holds(&body, &text, &cuts, protocol)?;
+        }
+
+        #[test]
+        fn any_bytes_end_in_a_value_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            crate::wire::splits::any_bytes_end_loudly(&bytes, &cuts, protocol)?;
+            let valid = stream_body(&[("hi".into(), true)], &["{}".into()], false);
+            let damaged = crate::wire::splits::damaged(&valid, &damage);
+            crate::wire::splits::any_bytes_end_loudly(&damaged, &cuts, protocol)?;
+        }
+    }
 }

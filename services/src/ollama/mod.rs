@@ -208,3 +208,74 @@ impl WireToolCall {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::pricing::PriceTable;
+    use crate::wire::splits::{any_bytes_end_loudly, damaged, same_at_every_split, valid_stream_holds};
+
+    /// An Ollama stream: one JSON object a line, `texts`, a tool call, then `done`.
+    fn stream_body(texts: &[String], crlf: bool) -> String {
+        let line = |value: serde_json::Value| format!("{value}\n");
+        let mut body: String = texts
+            .iter()
+            .map(|text| {
+                line(json!({"model": "llama3.2", "message": {"role": "assistant", "content": text}, "done": false}))
+            })
+            .collect();
+        body += &line(
+            json!({"model": "llama3.2", "message": {"role": "assistant", "content": "",
+            "tool_calls": [{"function": {"name": "lookup", "arguments": {"city": "Zürich"}}}]}, "done": false}),
+        );
+        body += &line(
+            json!({"model": "llama3.2", "message": {"role": "assistant", "content": ""},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 4, "eval_count": 7}),
+        );
+        match crlf {
+            true => body.replace('\n', "\r\n"),
+            false => body,
+        }
+    }
+
+    fn protocol() -> LineProtocol {
+        let mut tally = Tally::new(NAME, Arc::new(PriceTable::builtin()), "llama3.2".into(), 10);
+        tally.local = true;
+        LineProtocol { tally, tool_calls: 0 }
+    }
+
+    #[test]
+    fn a_tool_call_line_comes_back_with_its_arguments_as_json_text_at_every_split() {
+        let decoded = same_at_every_split(&stream_body(&["Let me look.".into()], false), protocol);
+        assert_eq!(decoded.text, "Let me look.");
+        let call = &decoded.tool_calls[0];
+        assert_eq!((call.id.as_str(), call.name.as_str()), ("call_0", "lookup"));
+        assert_eq!(call.arguments, r#"{"city":"Zürich"}"#);
+        let end = decoded.end.unwrap().expect("the stream ended whole");
+        assert_eq!((end.usage.prompt_tokens, end.usage.completion_tokens), (4, 7));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_stream_decodes_the_same_however_it_is_cut(
+            texts in proptest::collection::vec(proptest::prelude::any::<String>(), 0..6),
+            crlf in proptest::prelude::any::<bool>(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
+        ) {
+            let body = stream_body(&texts, crlf);
+            valid_stream_holds(&body, &texts.concat(), &cuts, protocol)?;
+        }
+
+        #[test]
+        fn any_bytes_end_in_a_value_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            any_bytes_end_loudly(&bytes, &cuts, protocol)?;
+            any_bytes_end_loudly(&damaged(&stream_body(&["hi".into()], false), &damage), &cuts, protocol)?;
+        }
+    }
+}

@@ -63,3 +63,60 @@ pub(crate) fn same_at_every_split<P: Protocol>(body: &str, make: impl Fn() -> P)
     assert_eq!(decode(bytes, &make), whole, "a byte at a time");
     whole
 }
+
+/// `body` decoded by a fresh protocol, as the parts between `cuts` (offsets
+/// into it, taken modulo its length, in any order; empty parts too).
+pub(crate) fn decode_cut<P: Protocol>(body: &[u8], cuts: &[usize], make: &impl Fn() -> P) -> Decoded {
+    let mut ends: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    ends.sort_unstable();
+    ends.push(body.len());
+    let mut from = 0;
+    let parts = ends
+        .into_iter()
+        .map(|to| {
+            let part = Bytes::copy_from_slice(&body[from..to]);
+            from = to;
+            part
+        })
+        .collect();
+    decode(parts, make)
+}
+
+/// What every protocol keeps for a valid `body` carrying `text`: cut
+/// anywhere, it decodes as it does whole, to that text and its end.
+pub(crate) fn valid_stream_holds<P: Protocol>(
+    body: &str,
+    text: &str,
+    cuts: &[usize],
+    make: impl Fn() -> P,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let whole = decode_cut(body.as_bytes(), &[], &make);
+    proptest::prop_assert_eq!(&whole.text, text);
+    proptest::prop_assert!(matches!(whole.end, Ok(Some(_))), "{:?}", whole.end);
+    proptest::prop_assert_eq!(decode_cut(body.as_bytes(), cuts, &make), whole);
+    Ok(())
+}
+
+/// What every protocol keeps for any bytes at all: no panic, and the stream
+/// ends in its end or an error, never quietly.
+pub(crate) fn any_bytes_end_loudly<P: Protocol>(
+    bytes: &[u8],
+    cuts: &[usize],
+    make: impl Fn() -> P,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let decoded = decode_cut(bytes, cuts, &make);
+    proptest::prop_assert!(!matches!(decoded.end, Ok(None)), "ended quietly: {decoded:?}");
+    Ok(())
+}
+
+/// A valid body with some bytes replaced, to reach past the first parse.
+pub(crate) fn damaged(body: &str, damage: &[(usize, u8)]) -> Vec<u8> {
+    let mut bytes = body.as_bytes().to_vec();
+    for &(at, byte) in damage {
+        if !bytes.is_empty() {
+            let at = at % bytes.len();
+            bytes[at] = byte;
+        }
+    }
+    bytes
+}
