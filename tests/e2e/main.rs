@@ -13,6 +13,7 @@ mod ollama;
 mod openai;
 mod openai_compat;
 mod openrouter;
+mod properties;
 mod resilience;
 mod sdk_tools;
 mod tools;
