@@ -33,6 +33,8 @@ pub mod metrics;
 pub mod observe;
 pub mod rate_limit;
 #[cfg(test)]
+mod readiness_tests;
+#[cfg(test)]
 mod test_support;
 pub mod timeout;
 
