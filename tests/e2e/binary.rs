@@ -117,9 +117,9 @@ fn text_log_lines_sent_to_a_pipe_carry_no_colour_codes() {
     assert!(!first.contains('\u{1b}'), "escape codes in {first:?}");
 }
 
-struct Running {
-    child: Child,
-    port: u16,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     logs: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -127,7 +127,7 @@ struct Running {
 impl Running {
     /// Sends SIGTERM, waits for the exit, and returns it with every line
     /// the gateway wrote (stdout and stderr, read to their ends).
-    fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
         self.sigterm();
         self.exit()
     }
@@ -155,7 +155,7 @@ impl Drop for Running {
 }
 
 /// Starts the binary on a free port and waits for its "listening" log line.
-fn start(envs: &[(&str, &str)]) -> Running {
+pub(crate) fn start(envs: &[(&str, &str)]) -> Running {
     let mut command = gateway();
     command.env("GATEWAY_HOST", "127.0.0.1");
     let child = command
@@ -368,7 +368,7 @@ fn post(runtime: &tokio::runtime::Runtime, port: u16, path: &str, agent: &str) -
     })
 }
 
-fn usage(runtime: &tokio::runtime::Runtime, port: u16) -> serde_json::Value {
+pub(crate) fn usage(runtime: &tokio::runtime::Runtime, port: u16) -> serde_json::Value {
     runtime.block_on(async {
         let url = format!("http://127.0.0.1:{port}/v1/usage");
         reqwest::get(url).await.unwrap().json().await.unwrap()

@@ -16,4 +16,5 @@ mod openrouter;
 mod properties;
 mod resilience;
 mod sdk_tools;
+mod soak;
 mod tools;
