@@ -238,7 +238,8 @@ impl Connections {
     }
 }
 
-/// hyper's timer with deadlines rounded up to the next tenth of a second.
+/// hyper's timer with deadlines rounded up to the next tenth of a second,
+/// on tokio's clock.
 ///
 /// hyper arms a header-read deadline for every request. A new tokio timer
 /// that falls before the next one already set makes tokio wake its own
@@ -246,6 +247,9 @@ impl Connections {
 /// request. Rounded, the deadlines of a tenth of a second share their slot,
 /// so that happens at most ten times a second per worker. A deadline of a
 /// few seconds does not mind ending up to 100 ms late.
+///
+/// hyper reads the time from its timer: this one reads tokio's clock, so
+/// every timer of the gateway follows one clock (and tests can pause it).
 #[derive(Clone, Debug)]
 struct CoarseTimer(TokioTimer);
 
@@ -254,28 +258,34 @@ const TIMER_SLOT: Duration = Duration::from_millis(100);
 // hyper's Timer trait speaks std's Instant; only deadlines pass through here.
 #[allow(clippy::disallowed_types)]
 impl CoarseTimer {
-    fn round_up(deadline: std::time::Instant) -> std::time::Instant {
-        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    fn round_up(deadline: tokio::time::Instant) -> std::time::Instant {
+        static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
         let since = deadline.saturating_duration_since(origin).as_nanos();
         let slot = TIMER_SLOT.as_nanos();
         let rounded = since.div_ceil(slot) * slot;
-        origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+        (origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))).into_std()
     }
 }
 
 #[allow(clippy::disallowed_types)]
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(std::time::Instant::now() + duration)
+        self.0
+            .sleep_until(Self::round_up(tokio::time::Instant::now() + duration))
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
-        self.0.sleep_until(Self::round_up(deadline))
+        self.0.sleep_until(Self::round_up(deadline.into()))
     }
 
     fn reset(&self, sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
-        self.0.reset(sleep, Self::round_up(new_deadline));
+        self.0.reset(sleep, Self::round_up(new_deadline.into()));
+    }
+
+    /// hyper's deadlines start from here.
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
     }
 }
 
@@ -308,13 +318,13 @@ mod tests {
 
     #[test]
     fn deadlines_round_up_to_shared_slots_never_earlier() {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let deadlines: Vec<_> = (0..50u64)
             .map(|ms| now + Duration::from_millis(1000 + ms * 7))
             .collect();
         let rounded: Vec<_> = deadlines.iter().map(|d| CoarseTimer::round_up(*d)).collect();
-        for (deadline, rounded) in deadlines.iter().zip(&rounded) {
-            assert!(rounded >= deadline && *rounded - *deadline < TIMER_SLOT);
+        for (deadline, rounded) in deadlines.iter().map(|d| d.into_std()).zip(&rounded) {
+            assert!(*rounded >= deadline && *rounded - deadline < TIMER_SLOT);
         }
         let mut slots = rounded.clone();
         slots.dedup();

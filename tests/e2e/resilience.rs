@@ -117,7 +117,10 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
         "an open circuit sends nothing upstream"
     );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The reset time passes on the gateway's clock (this runtime's) without a real wait.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(400)).await;
+    tokio::time::resume();
     let (_, body) = gateway.chat(hello(None)).await;
     assert_eq!(body["provider"], "openai", "the probe succeeded");
     let (_, body) = gateway.chat(hello(None)).await;

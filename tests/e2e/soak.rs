@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -250,7 +250,7 @@ fn mixed_traffic_leaves_the_ledger_the_metrics_and_memory_in_order() {
     let (port, pid) = (gateway.port, gateway.child.id());
     let rss_start = rss_kib(pid);
     let seen = Arc::new(Seen::default());
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let metrics = runtime.block_on(async {
         let client = reqwest::Client::new();
         let next = Arc::new(AtomicU64::new(0));
