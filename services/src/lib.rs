@@ -23,6 +23,9 @@ pub mod anthropic;
 pub mod chat;
 mod client;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mock;
 pub mod ollama;
 pub mod openai;

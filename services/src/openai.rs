@@ -415,6 +415,16 @@ struct WireError {
     message: String,
 }
 
+/// The stream decoder of a `gpt-4o-mini` call, for tests and fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn protocol() -> impl Protocol {
+    let prices = Arc::new(crate::pricing::PriceTable::builtin());
+    ChunkProtocol {
+        sse: SseParser::default(),
+        tally: Tally::new(NAME, prices, "gpt-4o-mini".into(), 10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,13 +508,6 @@ mod tests {
         match crlf {
             true => body.replace('\n', "\r\n"),
             false => body,
-        }
-    }
-
-    fn protocol() -> ChunkProtocol {
-        ChunkProtocol {
-            sse: SseParser::default(),
-            tally: Tally::new(NAME, Arc::new(PriceTable::builtin()), "gpt-4o-mini".into(), 10),
         }
     }
 

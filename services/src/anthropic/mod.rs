@@ -322,6 +322,17 @@ struct WireError {
     message: String,
 }
 
+/// The stream decoder of a `claude-sonnet-4-5` call, for tests and fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn protocol() -> impl Protocol {
+    let prices = Arc::new(crate::pricing::PriceTable::builtin());
+    EventProtocol {
+        sse: SseParser::default(),
+        tally: Tally::new(NAME, prices, "claude-sonnet-4-5".into(), 10),
+        tool_blocks: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -452,14 +463,6 @@ mod tests {
         match crlf {
             true => body.replace('\n', "\r\n"),
             false => body,
-        }
-    }
-
-    fn protocol() -> EventProtocol {
-        EventProtocol {
-            sse: SseParser::default(),
-            tally: Tally::new(NAME, Arc::new(PriceTable::builtin()), "claude-sonnet-4-5".into(), 10),
-            tool_blocks: Vec::new(),
         }
     }
 

@@ -209,12 +209,24 @@ impl WireToolCall {
     }
 }
 
+/// The stream decoder of a `llama3.2` call, for tests and fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn protocol() -> impl Protocol {
+    let mut tally = Tally::new(
+        NAME,
+        Arc::new(crate::pricing::PriceTable::builtin()),
+        "llama3.2".into(),
+        10,
+    );
+    tally.local = true;
+    LineProtocol { tally, tool_calls: 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::pricing::PriceTable;
     use crate::wire::splits::{any_bytes_end_loudly, damaged, same_at_every_split, valid_stream_holds};
 
     /// An Ollama stream: one JSON object a line, `texts`, a tool call, then `done`.
@@ -238,12 +250,6 @@ mod tests {
             true => body.replace('\n', "\r\n"),
             false => body,
         }
-    }
-
-    fn protocol() -> LineProtocol {
-        let mut tally = Tally::new(NAME, Arc::new(PriceTable::builtin()), "llama3.2".into(), 10);
-        tally.local = true;
-        LineProtocol { tally, tool_calls: 0 }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod decode;
 mod lines;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod splits;
 mod sse;
 

@@ -1,5 +1,6 @@
-//! For tests: a streamed body decoded whole and split at every byte, so a
-//! protocol is shown to give the same answer however the network cuts it.
+//! For tests and fuzz targets: a streamed body decoded whole and split at
+//! every byte, so a protocol is shown to give the same answer however the
+//! network cuts it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -52,6 +53,7 @@ fn decode<P: Protocol>(parts: Vec<Bytes>, make: &impl Fn() -> P) -> Decoded {
 
 /// Decodes `body` whole, then split in two at every byte; asserts every
 /// split decodes as the whole does, and returns that.
+#[cfg(test)]
 pub(crate) fn same_at_every_split<P: Protocol>(body: &str, make: impl Fn() -> P) -> Decoded {
     let whole = decode(vec![Bytes::copy_from_slice(body.as_bytes())], &make);
     for at in 1..body.len() {
@@ -84,6 +86,7 @@ pub(crate) fn decode_cut<P: Protocol>(body: &[u8], cuts: &[usize], make: &impl F
 
 /// What every protocol keeps for a valid `body` carrying `text`: cut
 /// anywhere, it decodes as it does whole, to that text and its end.
+#[cfg(test)]
 pub(crate) fn valid_stream_holds<P: Protocol>(
     body: &str,
     text: &str,
@@ -99,6 +102,7 @@ pub(crate) fn valid_stream_holds<P: Protocol>(
 
 /// What every protocol keeps for any bytes at all: no panic, and the stream
 /// ends in its end or an error, never quietly.
+#[cfg(test)]
 pub(crate) fn any_bytes_end_loudly<P: Protocol>(
     bytes: &[u8],
     cuts: &[usize],
@@ -110,6 +114,7 @@ pub(crate) fn any_bytes_end_loudly<P: Protocol>(
 }
 
 /// A valid body with some bytes replaced, to reach past the first parse.
+#[cfg(test)]
 pub(crate) fn damaged(body: &str, damage: &[(usize, u8)]) -> Vec<u8> {
     let mut bytes = body.as_bytes().to_vec();
     for &(at, byte) in damage {
