@@ -19,7 +19,10 @@ const ROUTES: [&str; 3] = ["/v1/chat", "/v1/chat/stream", "/v1/chat/completions"
 fn gateway() -> &'static (tokio::runtime::Runtime, Router) {
     static GATEWAY: OnceLock<(tokio::runtime::Runtime, Router)> = OnceLock::new();
     GATEWAY.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let db = std::env::temp_dir().join(format!("chrysalis-fuzz-{}.db", std::process::id()));
         let db = db.to_str().unwrap();
         let args = ["gateway", "--llm-provider", "mock", "--gateway-db", db];
