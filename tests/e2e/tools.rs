@@ -623,3 +623,132 @@ async fn parallel_calls_come_back_whole_from_anthropic_and_ollama() {
         );
     }
 }
+
+/// A fake Claude that answers through the answer tool only if the request
+/// made it the one tool the model must call, with the schema as its input.
+fn claude_answering_with(tool: &'static str, schema: Value) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |request| {
+        let forced = request.body["tools"]
+            == json!([{"name": tool, "description": request.body["tools"][0]["description"], "input_schema": schema}])
+            && request.body["tool_choice"] == json!({"type": "tool", "name": tool, "disable_parallel_tool_use": true});
+        let (name, pieces) = match forced {
+            true => (tool, ["{\"city\": \"Par", "is\", \"temp_c\": 21}"]),
+            false => ("untranslated", ["{}", ""]),
+        };
+        if request.body["stream"] != true {
+            let input: Value = serde_json::from_str(&pieces.concat()).unwrap();
+            return Reply::json(
+                200,
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+                    "content": [{"type": "tool_use", "id": "toolu_1", "name": name, "input": input}],
+                    "stop_reason": "tool_use", "usage": {"input_tokens": 40, "output_tokens": 15}}),
+            );
+        }
+        let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+        let mut body = event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [], "model": "claude-haiku-4-5", "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+        );
+        body += &event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+        );
+        body += &event("ping", json!({"type": "ping"}));
+        for piece in pieces {
+            body += &event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            );
+        }
+        body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        body += &event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
+        );
+        body += &event("message_stop", json!({"type": "message_stop"}));
+        Reply::sse(&body, 7)
+    }
+}
+
+fn weather_schema() -> Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}, "temp_c": {"type": "number"}},
+        "required": ["city", "temp_c"], "additionalProperties": false})
+}
+
+#[tokio::test]
+async fn anthropic_answers_a_json_schema_through_a_forced_tool_as_content_whole_and_streamed() {
+    let fake = FakeUpstream::start(claude_answering_with("weather_report", weather_schema())).await;
+    let gateway = anthropic(&fake).await;
+    let format = json!({"type": "json_schema",
+        "json_schema": {"name": "weather_report", "schema": weather_schema(), "strict": true}});
+    let expected = json!({"city": "Paris", "temp_c": 21});
+    let openai = json!({"model": "claude-haiku-4-5", "messages": asks_for_weather(), "response_format": format});
+
+    let response = gateway.post("/v1/chat/completions").json(&openai).send().await.unwrap();
+    let whole: Value = response.json().await.unwrap();
+    let message = &whole["choices"][0]["message"];
+    let content: Value = serde_json::from_str(message["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, expected, "{whole}");
+    assert!(message.get("tool_calls").is_none_or(Value::is_null), "{whole}");
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+
+    let mut streamed = openai.clone();
+    streamed["stream"] = json!(true);
+    let sse = gateway
+        .post("/v1/chat/completions")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    let sse = sse.text().await.unwrap();
+    let (calls, finish) = assemble(&sse);
+    let text: String = sse_data(&sse)
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected, "{sse}");
+    assert_eq!((calls.len(), finish.as_deref()), (0, Some("stop")));
+
+    let seed = json!({"agent_id": "a", "messages": asks_for_weather(), "response_format": format});
+    let (status, body) = gateway.chat(seed.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(body["content"].as_str().unwrap()).unwrap(),
+        expected
+    );
+    let frames = gateway.stream(seed).await.frames();
+    assert_eq!(
+        serde_json::from_str::<Value>(&Streamed::text(&frames)).unwrap(),
+        expected
+    );
+    assert_eq!(frames.last().unwrap()["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn anthropic_answers_json_object_through_a_forced_tool_and_refuses_what_a_tool_cannot_carry() {
+    let fake = FakeUpstream::start(claude_answering_with("json_answer", json!({"type": "object"}))).await;
+    let gateway = anthropic(&fake).await;
+    let asked = json!({"agent_id": "a", "messages": asks_for_weather(), "response_format": {"type": "json_object"}});
+    let (status, body) = gateway.chat(asked).await;
+    assert_eq!(status, 200, "{body}");
+    let content: Value = serde_json::from_str(body["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content["city"], "Paris");
+    let sent = fake.requests().len();
+
+    let list = json!({"type": "json_schema", "json_schema": {"name": "cities", "schema": {"type": "array"}}});
+    let with_tools = json!({"type": "json_schema", "json_schema": {"name": "w", "schema": weather_schema()}});
+    for (format, tools) in [(list, json!([])), (with_tools, json!([weather_tool()]))] {
+        let asked = json!({"agent_id": "a", "messages": asks_for_weather(), "response_format": format, "tools": tools});
+        let (status, body) = gateway.chat(asked).await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["param"].as_str()),
+            (400, Some("response_format")),
+            "{body}"
+        );
+    }
+    assert_eq!(fake.requests().len(), sent, "nothing more was sent");
+}

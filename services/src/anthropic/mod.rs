@@ -84,6 +84,7 @@ impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
         let body = request::WireRequest::new(&model, &request)?;
+        let answer_tool = body.answer_tool.map(str::to_owned);
         let body = serde_json::to_vec(&body).expect("a request always serialises");
         let mut http = self
             .config
@@ -99,6 +100,7 @@ impl Inner {
                 sse: SseParser::default(),
                 tally,
                 tool_blocks: Vec::new(),
+                answer: answer_tool.map(Answer::new),
             };
             let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
@@ -106,12 +108,18 @@ impl Inner {
         let wire: WireResponse = self.config.json(NAME, response).await?;
         tally.served_by(Some(&wire.model));
         tally.usage = Some(wire.usage.into());
-        tally.finish_reason = wire.stop_reason.map(finish_reason);
+        let structured = answer_tool.is_some();
+        tally.finish_reason = wire.stop_reason.map(|r| finish_reason(r, structured));
         let mut content = String::new();
         let mut tool_calls = Vec::new();
         for block in wire.content {
             match block {
-                WireBlock::Text { text } => content.push_str(&text),
+                // Text before a structured answer would make it invalid JSON.
+                WireBlock::Text { text } if !structured => content.push_str(&text),
+                WireBlock::Text { .. } => {}
+                WireBlock::ToolUse { name, input, .. } if Some(&name) == answer_tool.as_ref() => {
+                    content = input.to_string();
+                }
                 WireBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
                     id,
                     name,
@@ -124,11 +132,13 @@ impl Inner {
     }
 }
 
-/// Anthropic's stop reasons in OpenAI's words, which the gateway speaks.
-fn finish_reason(stop_reason: String) -> FinishReason {
+/// Anthropic's stop reasons in OpenAI's words, which the gateway speaks. A
+/// structured answer stops at its tool use: for the client, that is its end.
+fn finish_reason(stop_reason: String, structured: bool) -> FinishReason {
     match stop_reason.as_str() {
         "end_turn" | "stop_sequence" => FinishReason::Stop,
         "max_tokens" => FinishReason::Length,
+        "tool_use" if structured => FinishReason::Stop,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
         _ => FinishReason::Other(stop_reason),
@@ -142,9 +152,28 @@ struct EventProtocol {
     /// The content block index of each tool call so far, in order: a
     /// call's place here is its index among the answer's tool calls.
     tool_blocks: Vec<u32>,
+    /// For structured output: the tool whose input is the answer.
+    answer: Option<Answer>,
+}
+
+/// The tool that carries a structured answer, and its block once it starts.
+struct Answer {
+    tool: String,
+    block: Option<u32>,
+}
+
+impl Answer {
+    fn new(tool: String) -> Self {
+        Self { tool, block: None }
+    }
 }
 
 impl EventProtocol {
+    /// Whether `block` is the structured answer's tool use.
+    fn is_answer(&self, block: u32) -> bool {
+        self.answer.as_ref().is_some_and(|a| a.block == Some(block))
+    }
+
     fn tool_index(&self, block: u32) -> Option<u32> {
         let at = self.tool_blocks.iter().position(|&b| b == block)?;
         Some(u32::try_from(at).unwrap_or(u32::MAX))
@@ -166,6 +195,14 @@ impl Protocol for EventProtocol {
                 }
             }
             "content_block_start" => {
+                if let (Some(answer), Some(WireBlockStart::ToolUse { name, .. })) =
+                    (self.answer.as_mut(), event.content_block.as_ref())
+                {
+                    if *name == answer.tool {
+                        answer.block = Some(event.index);
+                        return Ok(());
+                    }
+                }
                 if let Some(WireBlockStart::ToolUse { id, name }) = event.content_block {
                     let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
                     self.tool_blocks.push(event.index);
@@ -179,7 +216,13 @@ impl Protocol for EventProtocol {
                 }
             }
             "content_block_delta" => match event.delta {
+                // Text before a structured answer would make it invalid JSON.
+                Some(WireDelta { text: Some(_), .. }) if self.answer.is_some() => {}
                 Some(WireDelta { text: Some(text), .. }) => self.tally.delta(&text, out),
+                Some(WireDelta {
+                    partial_json: Some(json),
+                    ..
+                }) if self.is_answer(event.index) => self.tally.delta(&json, out),
                 Some(WireDelta {
                     partial_json: Some(arguments),
                     ..
@@ -200,7 +243,7 @@ impl Protocol for EventProtocol {
             },
             "message_delta" => {
                 if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
-                    self.tally.finish_reason = Some(finish_reason(reason));
+                    self.tally.finish_reason = Some(finish_reason(reason, self.answer.is_some()));
                 }
                 if let Some(usage) = event.usage {
                     let total = self.tally.usage.get_or_insert_with(Usage::default);
@@ -330,6 +373,7 @@ pub(crate) fn protocol() -> impl Protocol {
         sse: SseParser::default(),
         tally: Tally::new(NAME, prices, "claude-sonnet-4-5".into(), 10),
         tool_blocks: Vec::new(),
+        answer: None,
     }
 }
 
@@ -395,6 +439,7 @@ mod tests {
             sse: SseParser::default(),
             tally: Tally::new(NAME, prices.clone(), "claude-sonnet-4-5".into(), 10),
             tool_blocks: Vec::new(),
+            answer: None,
         });
         assert_eq!(decoded.text, "Checking… ");
         let calls: Vec<_> = decoded

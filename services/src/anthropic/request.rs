@@ -1,6 +1,9 @@
 //! A chat request in the Messages API's shape: instructions to top-level
 //! `system`; images, tool calls and tool results as content blocks; tool
 //! results merged into the user turn that follows the assistant's calls.
+//! Structured output (`response_format` `json_object` or `json_schema`)
+//! becomes one tool the model is made to call, whose input is the answer:
+//! the tool use Anthropic documents for JSON output, on every Claude model.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -30,7 +33,13 @@ pub(super) struct WireRequest<'a> {
     metadata: Option<Metadata<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+    /// The tool whose input is the answer, for structured output.
+    #[serde(skip)]
+    pub(super) answer_tool: Option<&'a str>,
 }
+
+/// The answer tool's name for `json_object`; `json_schema` uses the schema's name.
+const JSON_OBJECT_TOOL: &str = "json_answer";
 
 struct Turn<'a> {
     role: &'static str,
@@ -110,7 +119,7 @@ impl<'a> WireRequest<'a> {
             .map(Message::text)
             .collect();
         let system = (!system.is_empty()).then(|| system.join("\n\n"));
-        Ok(Self {
+        let mut wire = Self {
             model,
             max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             system,
@@ -122,19 +131,65 @@ impl<'a> WireRequest<'a> {
             tool_choice: tool_choice(request),
             metadata: request.user.as_deref().map(|user_id| Metadata { user_id }),
             stream: request.stream,
-        })
+            answer_tool: None,
+        };
+        if let Some(tool) = answer_tool(request.response_format.as_deref())? {
+            wire.answer_tool = Some(tool.name);
+            wire.tool_choice = Some(WireToolChoice {
+                kind: "tool",
+                name: Some(tool.name),
+                disable_parallel_tool_use: true,
+            });
+            wire.tools = vec![tool];
+        }
+        Ok(wire)
     }
+}
+
+/// The tool that carries a structured answer: the schema (any object for
+/// `json_object`) as its input schema.
+fn answer_tool(format: Option<&ResponseFormat>) -> Result<Option<WireTool<'_>>, ProviderError> {
+    let tool = match format {
+        None | Some(ResponseFormat::Text) => return Ok(None),
+        Some(ResponseFormat::JsonObject) => WireTool {
+            name: JSON_OBJECT_TOOL,
+            description: Some("Give your answer as this tool's input: a JSON object."),
+            input_schema: serde_json::json!({"type": "object"}),
+        },
+        Some(ResponseFormat::JsonSchema { json_schema }) => WireTool {
+            name: &json_schema.name,
+            description: Some(
+                json_schema
+                    .description
+                    .as_deref()
+                    .unwrap_or("Give your answer as this tool's input."),
+            ),
+            input_schema: json_schema
+                .schema
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+        },
+    };
+    if tool.input_schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(ProviderError::unsupported(
+            NAME,
+            "response_format",
+            "Anthropic answers in a shape through a tool's input, which must be an object: give the schema `\"type\": \"object\"` at its root",
+        ));
+    }
+    Ok(Some(tool))
 }
 
 fn refuse_what_anthropic_lacks(request: &ChatRequest) -> Result<(), ProviderError> {
     let unsupported = |param: &str, why: &str| Err(ProviderError::unsupported(NAME, param, why));
-    if matches!(
+    let structured = matches!(
         request.response_format.as_deref(),
         Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-    ) {
+    );
+    if structured && !request.tools.is_empty() {
         return unsupported(
             "response_format",
-            "Anthropic has no JSON mode; describe the shape in a tool",
+            "on Anthropic a structured answer is a tool the model must call, so it cannot come with tools of its own",
         );
     }
     if request.seed.is_some() {
