@@ -57,6 +57,10 @@ pub struct Config {
     /// Sent to OpenRouter as `X-Title` (app attribution).
     #[arg(long, env = "OPENROUTER_APP_NAME")]
     pub openrouter_app_name: Option<HeaderText>,
+    /// PEM certificates to trust besides the platform's (a private CA in front of
+    /// an upstream or a proxy). Proxies come from HTTPS_PROXY, HTTP_PROXY, NO_PROXY.
+    #[arg(long, env = "LLM_CA_BUNDLE")]
+    pub llm_ca_bundle: Option<PathBuf>,
     /// Upstream timeout in ms: until the answer starts, then between stream chunks.
     #[arg(long, env = "LLM_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_timeout_ms: u64,

@@ -8,13 +8,11 @@ use chrysalis_services::ollama::Ollama;
 use chrysalis_services::openai::OpenAiCompatible;
 use chrysalis_services::openrouter::{self, Attribution};
 use chrysalis_services::pricing::PriceTable;
-use chrysalis_services::{
-    anthropic::Anthropic, http_client, ChatRequest, ChatResponse, HttpClient, ProviderConfig, ProviderError,
-};
+use chrysalis_services::{anthropic::Anthropic, ChatRequest, ChatResponse, HttpClient, ProviderConfig, ProviderError};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::config::{Config, ProviderKind, ProviderSpec};
+use crate::config::{Config, ConfigError, ProviderKind, ProviderSpec};
 use crate::stack::ChatService;
 
 /// A provider in the failover order.
@@ -32,9 +30,9 @@ pub struct Provider {
 }
 
 /// The providers in failover order, sharing one HTTP client and one price table.
-pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Vec<Provider> {
-    let client = http_client();
-    config
+pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Result<Vec<Provider>, ConfigError> {
+    let client = client(config)?;
+    Ok(config
         .providers()
         .map(|spec| {
             let model = spec
@@ -50,7 +48,23 @@ pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Vec<Provider> {
                 service,
             }
         })
-        .collect()
+        .collect())
+}
+
+/// The upstream client, trusting `LLM_CA_BUNDLE` too when it is set.
+fn client(config: &Config) -> Result<HttpClient, ConfigError> {
+    let (variable, bundle) = match &config.llm_ca_bundle {
+        None => ("HTTPS_PROXY", None),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| ConfigError {
+                variable: "LLM_CA_BUNDLE",
+                problem: format!("cannot read {}: {e}", path.display()),
+            })?;
+            ("LLM_CA_BUNDLE", Some(pem))
+        }
+    };
+    // With no bundle, only a proxy variable that is not a URL can fail here.
+    HttpClient::new(bundle.as_deref()).map_err(|problem| ConfigError { variable, problem })
 }
 
 fn service(

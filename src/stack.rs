@@ -133,7 +133,7 @@ fn cors(config: &Config) -> CorsLayer {
 /// The chat path, outer to inner.
 pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
     let prices = Arc::new(prices(config)?);
-    let providers = providers::build(config, &prices);
+    let providers = providers::build(config, &prices)?;
     let budget = budget(config, &providers, prices.clone())?;
     let mut registry = Registry::default();
     let known_models = prices.models().chain(providers.iter().map(|p| p.model.as_str()));

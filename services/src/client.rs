@@ -3,10 +3,7 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http_body_util::Full;
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::error::{ErrorKind, ProviderError};
@@ -78,24 +75,18 @@ impl ProviderConfig {
     /// `path` under the base URL, parsed once.
     pub(crate) fn endpoint(&self, path: &str) -> Endpoint {
         let url = format!("{}{path}", self.base_url);
-        let uri =
-            url.parse::<http::Uri>()
-                .map_err(|e| e.to_string())
-                .and_then(|uri| match (uri.scheme_str(), uri.host()) {
-                    (Some("http" | "https"), Some(_)) => Ok(uri),
-                    _ => Err("an http:// or https:// URL with a host is needed".to_owned()),
-                });
-        Endpoint(uri.map_err(|e| format!("`{url}` is not a URL: {e}")))
+        let parsed = reqwest::Url::parse(&url).map_err(|e| e.to_string()).and_then(|parsed| {
+            match (parsed.scheme(), parsed.host_str()) {
+                ("http" | "https", Some(_)) => Ok(parsed),
+                _ => Err("an http:// or https:// URL with a host is needed".to_owned()),
+            }
+        });
+        Endpoint(parsed.map_err(|e| format!("`{url}` is not a URL: {e}")))
     }
 
-    /// A JSON POST to `endpoint`, with the key as a bearer token if there is one.
-    pub(crate) fn post(
-        &self,
-        provider: &'static str,
-        endpoint: &Endpoint,
-    ) -> Result<http::request::Builder, ProviderError> {
-        Ok(http::Request::post(endpoint.uri(provider)?)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json")))
+    /// The headers of a JSON POST; [`send`](Self::send) adds the URL and body.
+    pub(crate) fn post(&self) -> http::request::Builder {
+        http::Request::post("/").header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
     }
 
     /// `key` as a header value that logs and debug output never show.
@@ -126,26 +117,35 @@ impl ProviderConfig {
         requested.as_deref().unwrap_or(&self.default_model)
     }
 
-    /// Sends `request` with `body`; a non-2xx answer becomes [`ErrorKind::Status`].
+    /// POSTs `body` to `endpoint` with the headers of `request`; a non-2xx
+    /// answer becomes [`ErrorKind::Status`].
     pub(crate) async fn send(
         &self,
         provider: &'static str,
+        endpoint: &Endpoint,
         request: http::request::Builder,
         body: Vec<u8>,
-    ) -> Result<http::Response<Incoming>, ProviderError> {
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e.to_string())))?;
+    ) -> Result<reqwest::Response, ProviderError> {
+        let invalid = |e: String| ProviderError::new(provider, ErrorKind::InvalidRequest(e));
+        let headers = request
+            .body(())
+            .map_err(|e| invalid(e.to_string()))?
+            .into_parts()
+            .0
+            .headers;
+        let mut upstream = reqwest::Request::new(reqwest::Method::POST, endpoint.url(provider)?);
+        *upstream.headers_mut() = headers;
+        *upstream.body_mut() = Some(body.into());
         let response = self
             .client
-            .send(request)
+            .send(upstream)
             .await
             .map_err(|kind| ProviderError::new(provider, kind))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
-        let body = read_error_body(response.into_body()).await;
+        let body = read_error_body(response).await;
         let message = upstream_message(&body);
         Err(ProviderError::new(
             provider,
@@ -160,21 +160,19 @@ impl ProviderConfig {
     pub(crate) async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         provider: &'static str,
-        response: http::Response<Incoming>,
+        response: reqwest::Response,
     ) -> Result<T, ProviderError> {
-        let body = read_body(response.into_body())
-            .await
-            .map_err(|e| ProviderError::cut(provider, e))?;
+        let body = read_body(response).await.map_err(|e| ProviderError::cut(provider, e))?;
         serde_json::from_slice(&body).map_err(|e| ProviderError::new(provider, ErrorKind::Protocol(e.to_string())))
     }
 }
 
 /// A provider's URL, or why its base URL is unusable.
 #[derive(Debug, Clone)]
-pub(crate) struct Endpoint(Result<http::Uri, String>);
+pub(crate) struct Endpoint(Result<reqwest::Url, String>);
 
 impl Endpoint {
-    pub(crate) fn uri(&self, provider: &'static str) -> Result<http::Uri, ProviderError> {
+    fn url(&self, provider: &'static str) -> Result<reqwest::Url, ProviderError> {
         self.0
             .clone()
             .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e)))

@@ -24,7 +24,6 @@ use crate::chat::{
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
-use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
 /// The provider's name in responses, metrics and errors.
@@ -101,8 +100,7 @@ impl tower::Service<ChatRequest> for OpenAiCompatible {
 impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let mut http = self.config.post(self.provider, &self.endpoint)?;
-        http = self.config.bearer(self.provider, http)?;
+        let mut http = self.config.bearer(self.provider, self.config.post())?;
         if let Dialect::OpenRouter { headers } = &self.dialect {
             for (name, value) in headers {
                 http = http.header(name, value);
@@ -110,7 +108,7 @@ impl Inner {
         }
         let response = self
             .config
-            .send(self.provider, http, self.body(&model, &request))
+            .send(self.provider, &self.endpoint, http, self.body(&model, &request))
             .await?;
         let mut tally = Tally::new(
             self.provider,
@@ -123,7 +121,7 @@ impl Inner {
                 sse: SseParser::default(),
                 tally,
             };
-            let chunks = DecodeStream::new(self.provider, UpstreamBody::new(response.into_body()), protocol);
+            let chunks = DecodeStream::new(self.provider, crate::upstream::body(response), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(self.provider, model, chunks)));
         }
         let wire: WireResponse = self.config.json(self.provider, response).await?;

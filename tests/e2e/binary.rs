@@ -56,6 +56,7 @@ fn help_lists_every_variable() {
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for variable in [
+        "LLM_CA_BUNDLE",
         "GATEWAY_HOST",
         "GATEWAY_PORT",
         "LLM_PROVIDER",
@@ -564,4 +565,98 @@ fn listening_beyond_loopback_without_a_token_is_warned_about() {
     let local = start(&[("LLM_PROVIDER", "mock"), ("GATEWAY_DB", &db3)]);
     let (_, logs) = local.terminate();
     assert!(!logs.iter().any(|l| l.contains("no GATEWAY_AUTH_TOKEN")));
+}
+
+/// A proxy that refuses every CONNECT, after writing down its head.
+fn refusing_connect_proxy(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    runtime.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = socket.read(&mut head).await.unwrap_or(0);
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head[..n]).into_owned());
+            let _ = socket
+                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn upstream_calls_take_the_proxies_the_environment_names() {
+    let db = std::env::temp_dir().join(format!("chrysalis-proxy-{}.db", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = json!({"model": "gpt-4o-mini", "choices": [{"message": {"content": "via proxy"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
+    let proxy = runtime.block_on(FakeUpstream::always(Reply::json(200, answer.clone())));
+    let direct = runtime.block_on(FakeUpstream::always(Reply::json(200, answer)));
+    let ask = |gateway: &Running| {
+        let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
+        runtime.block_on(async { reqwest::Client::new().post(url).json(&hello()).send().await.unwrap() })
+    };
+
+    // HTTP_PROXY: a host nobody can resolve is reached through the proxy, in absolute form.
+    let base = "http://api.openai.test/v1";
+    let mut env = openai_env(base, &db, "1000");
+    env.push(("HTTP_PROXY", &proxy.url));
+    let gateway = start(&env);
+    assert_eq!(ask(&gateway).status(), 200);
+    drop(gateway);
+    let forwarded = proxy.last();
+    assert_eq!(forwarded.path, "http://api.openai.test/v1/chat/completions");
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some("Bearer sk-proj-test-0123456789")
+    );
+
+    // NO_PROXY: a listed host is called directly, though the proxy is dead.
+    let base = format!("{}/v1", direct.url);
+    let mut env = openai_env(&base, &db, "1000");
+    env.extend([
+        ("HTTP_PROXY", "http://127.0.0.1:9"),
+        ("NO_PROXY", "127.0.0.1,localhost"),
+    ]);
+    let gateway = start(&env);
+    assert_eq!(ask(&gateway).status(), 200);
+    drop(gateway);
+    assert_eq!(direct.requests().len(), 1);
+
+    // HTTPS_PROXY: an https upstream is tunnelled with CONNECT, which carries no key.
+    let (tunnel, heads) = refusing_connect_proxy(&runtime);
+    let mut env = openai_env("https://api.openai.test/v1", &db, "1000");
+    env.push(("HTTPS_PROXY", &tunnel));
+    let gateway = start(&env);
+    let refused = ask(&gateway);
+    assert_eq!(refused.status(), 502);
+    let (_, logs) = gateway.terminate();
+    let heads = heads.lock().unwrap().clone();
+    assert!(
+        heads[0].starts_with("CONNECT api.openai.test:443 HTTP/1.1"),
+        "{heads:?}"
+    );
+    assert!(!heads[0].contains("sk-proj"), "{heads:?}");
+    assert!(logs.iter().all(|l| !l.contains("sk-proj-test")), "{logs:#?}");
+    let _ = std::fs::remove_file(&db);
+}
+
+#[test]
+fn an_unreadable_or_malformed_ca_bundle_stops_start_up() {
+    let bad = std::env::temp_dir().join(format!("chrysalis-ca-{}.pem", std::process::id()));
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for bundle in [bad.to_str().unwrap(), "/nonexistent/ca.pem"] {
+        let stderr = fails_with(gateway().args(["--llm-provider", "mock"]).env("LLM_CA_BUNDLE", bundle));
+        assert!(stderr.contains("LLM_CA_BUNDLE"), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&bad);
 }

@@ -23,7 +23,6 @@ use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, To
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
-use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
 /// The provider's name in responses, metrics and errors.
@@ -86,14 +85,11 @@ impl Inner {
         let body = request::WireRequest::new(&model, &request)?;
         let answer_tool = body.answer_tool.map(str::to_owned);
         let body = serde_json::to_vec(&body).expect("a request always serialises");
-        let mut http = self
-            .config
-            .post(NAME, &self.endpoint)?
-            .header("anthropic-version", API_VERSION);
+        let mut http = self.config.post().header("anthropic-version", API_VERSION);
         if let Some(key) = &self.config.api_key {
             http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
         }
-        let response = self.config.send(NAME, http, body).await?;
+        let response = self.config.send(NAME, &self.endpoint, http, body).await?;
         let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
             let protocol = EventProtocol {
@@ -102,7 +98,7 @@ impl Inner {
                 tool_blocks: Vec::new(),
                 answer: answer_tool.map(Answer::new),
             };
-            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
+            let chunks = DecodeStream::new(NAME, crate::upstream::body(response), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
         }
         let wire: WireResponse = self.config.json(NAME, response).await?;

@@ -20,7 +20,6 @@ use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, To
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::tally::Tally;
-use crate::upstream::UpstreamBody;
 use crate::wire::{DecodeStream, Protocol};
 
 /// The provider's name in responses, metrics and errors.
@@ -75,14 +74,14 @@ impl Inner {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
         let body = request::WireRequest::new(&model, &request)?;
-        let http = self.config.post(NAME, &self.endpoint)?;
+        let http = self.config.post();
         let body = serde_json::to_vec(&body).expect("a request always serialises");
-        let response = self.config.send(NAME, http, body).await?;
+        let response = self.config.send(NAME, &self.endpoint, http, body).await?;
         let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         tally.local = true;
         if request.stream {
             let protocol = LineProtocol { tally, tool_calls: 0 };
-            let chunks = DecodeStream::new(NAME, UpstreamBody::new(response.into_body()), protocol);
+            let chunks = DecodeStream::new(NAME, crate::upstream::body(response), protocol);
             return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, chunks)));
         }
         let line: WireLine = self.config.json(NAME, response).await?;
