@@ -90,6 +90,12 @@ impl HttpClient {
 impl Settings {
     fn build(&self) -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
+            // A chat call is never repeated by the client: failover decides what
+            // is tried again, and a call repeated here would be charged twice.
+            // With no retries the request is not copied for one either.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
+            // An API that redirects a POST is misconfigured: say so, do not follow.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
