@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,8 +74,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_RATE_KEY", value_enum, default_value_t = RateKey::Global)]
     pub gateway_rate_key: RateKey,
     /// Consecutive provider faults that open its circuit.
-    #[arg(long, env = "CIRCUIT_FAILURE_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub circuit_failure_threshold: u32,
+    #[arg(long, env = "CIRCUIT_FAILURE_THRESHOLD", default_value = "3")]
+    pub circuit_failure_threshold: NonZeroU32,
     /// How long an open circuit waits before one probe, in ms.
     #[arg(long, env = "CIRCUIT_RESET_TIME_MS", default_value_t = 60_000)]
     pub circuit_reset_time_ms: u64,
@@ -117,8 +117,8 @@ pub struct Config {
     )]
     pub cors_allowed_origins: Origins,
     /// Chat requests in flight at most (streams count until they end); past it, 503 at once.
-    #[arg(long, env = "GATEWAY_MAX_INFLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
-    pub gateway_max_inflight: u64,
+    #[arg(long, env = "GATEWAY_MAX_INFLIGHT", default_value = "1024")]
+    pub gateway_max_inflight: NonZeroUsize,
     /// How long a client may take to send a request's headers, and how long an
     /// idle keep-alive connection stays open, in ms.
     #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]

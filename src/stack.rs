@@ -100,7 +100,7 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         // /v1/* needs a bearer token; /healthz and /metrics stay open.
         .option_layer(auth);
     // Chat overload is answered 503 at once; a stream holds its place until it ends.
-    let inflight = InFlightLimitLayer::new(config.gateway_max_inflight as usize);
+    let inflight = InFlightLimitLayer::new(config.gateway_max_inflight);
     // Body type, size and time limits apply where bodies are read (`http::chat`), so they answer in JSON.
     Ok(http::router(state, inflight).layer(edge))
 }
@@ -143,9 +143,10 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
         .into_iter()
         .enumerate()
         .map(|(index, provider)| {
-            let breaker = CircuitBreakerLayer::new(provider.name)
+            let breaker = CircuitBreakerLayer::builder(provider.name)
                 .failure_threshold(config.circuit_failure_threshold)
-                .reset_after(config.circuit_reset());
+                .reset_after(config.circuit_reset())
+                .build();
             let measured = ProviderMetricsLayer::new(&metrics, provider.name);
             handles.push(ProviderHandle {
                 name: provider.name,

@@ -36,9 +36,10 @@ async fn main() -> Result<(), BoxError> {
         ..MockConfig::default()
     });
 
-    let primary_circuit = CircuitBreakerLayer::new("primary")
-        .failure_threshold(2)
-        .reset_after(Duration::from_secs(30));
+    let primary_circuit = CircuitBreakerLayer::builder("primary")
+        .failure_threshold(std::num::NonZeroU32::new(2).expect("2 is not zero"))
+        .reset_after(Duration::from_secs(30))
+        .build();
     let circuit = primary_circuit.handle();
     let primary = ServiceBuilder::new()
         .layer(primary_circuit)

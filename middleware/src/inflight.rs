@@ -3,15 +3,17 @@
 //! until its response body ends, so open streams count too.
 //!
 //! ```
+//! use std::num::NonZeroUsize;
 //! use chrysalis_middleware::inflight::InFlightLimitLayer;
 //! use tower::{service_fn, Layer};
 //!
-//! let service = InFlightLimitLayer::new(1024).layer(service_fn(|_: http::Request<String>| async {
+//! let service = InFlightLimitLayer::new(NonZeroUsize::new(1024).unwrap()).layer(service_fn(|_: http::Request<String>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! }));
 //! ```
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -31,10 +33,10 @@ pub struct InFlightLimitLayer {
 }
 
 impl InFlightLimitLayer {
-    /// At most `max` requests in flight (at least 1).
-    pub fn new(max: usize) -> Self {
+    /// At most `max` requests in flight.
+    pub fn new(max: NonZeroUsize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(max.max(1))),
+            permits: Arc::new(Semaphore::new(max.get())),
         }
     }
 }
@@ -188,7 +190,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, Infallible>(Response::new(String::from("done")))
         });
-        let service = InFlightLimitLayer::new(2).layer(slow);
+        let service = InFlightLimitLayer::new(NonZeroUsize::new(2).unwrap()).layer(slow);
         let call = || service.clone().oneshot(Request::new(()));
         let (a, b) = (tokio::spawn(call()), tokio::spawn(call()));
         tokio::task::yield_now().await;

@@ -1,5 +1,6 @@
 //! The layer (configuration and the shared state) and the service.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use super::future::ResponseFuture;
 use super::state::{Breaker, CircuitHandle};
 
 /// Wraps a provider in a circuit breaker. Every service made by one layer
-/// shares one circuit.
+/// shares one circuit, and so does every handle taken from it.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CircuitBreakerLayer {
@@ -21,30 +22,53 @@ pub struct CircuitBreakerLayer {
 impl CircuitBreakerLayer {
     /// A circuit for `provider`: opens after 3 faults in a row, probes after 60 s.
     pub fn new(provider: &'static str) -> Self {
-        Self {
-            breaker: Arc::new(Breaker::new(provider, 3, Duration::from_secs(60))),
-        }
+        Self::builder(provider).build()
     }
 
-    /// Consecutive faults that open the circuit (at least 1).
-    pub fn failure_threshold(self, threshold: u32) -> Self {
-        let reset = self.breaker.reset;
-        Self {
-            breaker: Arc::new(Breaker::new(self.breaker.provider, threshold.max(1), reset)),
-        }
-    }
-
-    /// How long the circuit stays open before one probe goes through.
-    pub fn reset_after(self, reset: Duration) -> Self {
-        let threshold = self.breaker.threshold;
-        Self {
-            breaker: Arc::new(Breaker::new(self.breaker.provider, threshold, reset)),
+    /// A circuit for `provider` with other settings. The circuit is made by
+    /// [`CircuitBreakerBuilder::build`], so no handle can watch one that a
+    /// later setting replaces.
+    pub fn builder(provider: &'static str) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            provider,
+            threshold: NonZeroU32::new(3).expect("3 is not zero"),
+            reset: Duration::from_secs(60),
         }
     }
 
     /// Reads the circuit's state.
     pub fn handle(&self) -> CircuitHandle {
         CircuitHandle(self.breaker.clone())
+    }
+}
+
+/// The settings of a [`CircuitBreakerLayer`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerBuilder {
+    provider: &'static str,
+    threshold: NonZeroU32,
+    reset: Duration,
+}
+
+impl CircuitBreakerBuilder {
+    /// Consecutive faults that open the circuit.
+    pub fn failure_threshold(mut self, threshold: NonZeroU32) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// How long the circuit stays open before one probe goes through.
+    pub fn reset_after(mut self, reset: Duration) -> Self {
+        self.reset = reset;
+        self
+    }
+
+    /// The layer, with its circuit.
+    pub fn build(self) -> CircuitBreakerLayer {
+        CircuitBreakerLayer {
+            breaker: Arc::new(Breaker::new(self.provider, self.threshold.get(), self.reset)),
+        }
     }
 }
 

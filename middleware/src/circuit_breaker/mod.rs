@@ -8,14 +8,16 @@
 //! judged when it ends, not when it starts.
 //!
 //! ```
+//! use std::num::NonZeroU32;
 //! use std::time::Duration;
 //! use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 //! use chrysalis_services::mock::{Mock, MockConfig};
 //! use tower::Layer;
 //!
-//! let layer = CircuitBreakerLayer::new("mock")
-//!     .failure_threshold(3)
-//!     .reset_after(Duration::from_secs(60));
+//! let layer = CircuitBreakerLayer::builder("mock")
+//!     .failure_threshold(NonZeroU32::new(3).unwrap())
+//!     .reset_after(Duration::from_secs(60))
+//!     .build();
 //! let circuit = layer.handle();
 //! let service = layer.layer(Mock::new(MockConfig::default()));
 //! assert_eq!(circuit.state(), CircuitState::Closed);
@@ -27,7 +29,7 @@ mod layer;
 mod state;
 
 pub use future::ResponseFuture;
-pub use layer::{CircuitBreaker, CircuitBreakerLayer};
+pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer};
 pub use state::{CircuitHandle, CircuitState};
 
 #[cfg(test)]

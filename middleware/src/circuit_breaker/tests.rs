@@ -10,8 +10,15 @@ use crate::test_support::*;
 
 const RESET: Duration = Duration::from_secs(60);
 
+fn threshold(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap()
+}
+
 fn layer() -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new("p").failure_threshold(3).reset_after(RESET)
+    CircuitBreakerLayer::builder("p")
+        .failure_threshold(threshold(3))
+        .reset_after(RESET)
+        .build()
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,7 +120,10 @@ async fn an_abandoned_probe_lets_the_next_caller_probe() {
 async fn a_stream_counts_when_it_ends_not_when_it_starts() {
     let broken = vec![delta("a"), Err(chrysalis_services::ProviderError::cut("p", "eof"))];
     let provider = Scripted::always("p", Act::Stream(broken));
-    let layer = CircuitBreakerLayer::new("p").failure_threshold(1).reset_after(RESET);
+    let layer = CircuitBreakerLayer::builder("p")
+        .failure_threshold(threshold(1))
+        .reset_after(RESET)
+        .build();
     let circuit = layer.handle();
     let service = layer.layer(provider);
     let response = service.oneshot(request()).await.unwrap();
@@ -148,4 +158,17 @@ async fn a_whole_stream_is_a_success() {
     // Two more faults would open it had the stream not reset the count.
     let _ = service.clone().oneshot(request()).await;
     assert_eq!(layer.handle().state(), CircuitState::Closed);
+}
+
+/// A handle taken from the layer watches the very circuit its services use
+/// (the settings come before the circuit exists, on the builder).
+#[tokio::test(start_paused = true)]
+async fn a_handle_watches_the_circuit_its_services_use() {
+    let layer = CircuitBreakerLayer::builder("p")
+        .failure_threshold(threshold(1))
+        .build();
+    let circuit = layer.handle();
+    let service = layer.layer(Scripted::always("p", Act::Fail(503)));
+    let _ = service.oneshot(request()).await;
+    assert!(matches!(circuit.state(), CircuitState::Open { .. }));
 }

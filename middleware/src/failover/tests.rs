@@ -68,9 +68,10 @@ async fn when_all_fail_every_attempt_is_listed_in_order() {
 #[tokio::test(start_paused = true)]
 async fn open_circuits_are_skipped_without_waiting_and_all_open_says_when() {
     let breaker = |name| {
-        CircuitBreakerLayer::new(name)
-            .failure_threshold(1)
+        CircuitBreakerLayer::builder(name)
+            .failure_threshold(std::num::NonZeroU32::MIN)
             .reset_after(Duration::from_secs(30))
+            .build()
     };
     let (a, b) = (
         Scripted::always("a", Act::Fail(503)),
