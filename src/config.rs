@@ -138,6 +138,10 @@ pub struct Config {
     /// Log lines as `text` or `json` (filter with RUST_LOG).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub gateway_log_format: LogFormat,
+    /// Log lines waiting for stdout at most; past it, lines are dropped and a
+    /// warning says how many.
+    #[arg(long, env = "GATEWAY_LOG_BUFFER_LINES", default_value = "65536")]
+    pub gateway_log_buffer_lines: NonZeroUsize,
 }
 
 /// A provider the gateway can call.

@@ -9,7 +9,6 @@ pub mod collector;
 pub mod config;
 pub mod error;
 pub mod http;
-mod json_lines;
 pub mod logging;
 pub mod providers;
 pub mod server;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _flush_logs_at_exit = logging::init(config.gateway_log_format);
+    let _flush_logs_at_exit = logging::init(config.gateway_log_format, config.gateway_log_buffer_lines);
     let app = match stack::app(&config) {
         Ok(app) => app,
         Err(error) => {

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
@@ -98,7 +99,7 @@ pub(super) async fn call_complete(
             .map_err(|e| ApiError::from_provider(&e))
     };
     let completion = tokio::select! {
-        completion = call => completion?,
+        completion = call.instrument(log.span()) => completion?,
         () = cutoff.reached() => return Err(ApiError::shutting_down()),
     };
     log.served(
@@ -131,7 +132,7 @@ pub(super) async fn call_stream(
         }
     };
     tokio::select! {
-        opened = open => opened,
+        opened = open.instrument(log.span()) => opened,
         () = cutoff.reached() => Err(ApiError::shutting_down()),
     }
 }

@@ -37,6 +37,12 @@ impl RequestLog {
         self.agent_id = Some(agent_id.clone());
     }
 
+    /// The span of the call through the chat stack: what layers log during
+    /// it (a provider that failed over, an open circuit) carries the request id.
+    pub(super) fn span(&self) -> tracing::Span {
+        tracing::info_span!("request", request_id = %self.request_id, route = self.route, agent_id = %self.agent_id())
+    }
+
     fn agent_id(&self) -> Cow<'_, str> {
         self.agent_id.as_deref().map_or(Cow::Borrowed("-"), field)
     }

@@ -515,10 +515,9 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     }
     let served = logs
         .iter()
-        .find(|l| l.contains("req-hello"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["request_id"] == "req-hello" && l["message"] == "request served")
         .expect("a line for the request");
-    let served: serde_json::Value = serde_json::from_str(served).unwrap();
-    assert_eq!(served["message"], "request served");
     assert_eq!(
         (served["agent_id"].as_str(), served["provider"].as_str()),
         (Some("auditor"), Some("openai"))
@@ -530,7 +529,7 @@ fn no_key_or_token_reaches_a_log_line_even_at_debug_level() {
     assert!(served["cost_usd"].as_f64().unwrap() > 0.0 && served["duration_ms"].as_f64().is_some());
     let failed = logs
         .iter()
-        .find(|l| l.contains("req-fail"))
+        .find(|l| l.contains("req-fail") && l.contains("request failed"))
         .expect("a line for the failed request");
     assert!(failed.contains("\"status\":502"), "{failed}");
 }
@@ -659,4 +658,94 @@ fn an_unreadable_or_malformed_ca_bundle_stops_start_up() {
         assert!(stderr.contains("LLM_CA_BUNDLE"), "{stderr}");
     }
     let _ = std::fs::remove_file(&bad);
+}
+
+#[test]
+fn when_stdout_falls_behind_lines_are_dropped_and_counted_in_a_line_of_the_same_format() {
+    let db = std::env::temp_dir().join(format!("chrysalis-drops-{}.db", std::process::id()));
+    let mut child = gateway()
+        .envs([
+            ("LLM_PROVIDER", "mock"),
+            ("GATEWAY_HOST", "127.0.0.1"),
+            ("GATEWAY_PORT", "0"),
+            ("GATEWAY_DB", db.to_str().unwrap()),
+            ("GATEWAY_LOG_FORMAT", "json"),
+            ("GATEWAY_LOG_BUFFER_LINES", "4"),
+            ("GATEWAY_RATE_RPS", "100000"),
+            ("GATEWAY_RATE_BURST", "100000"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads stdout for now: the pipe fills, then the buffer, then lines are dropped.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("gateway listening") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the gateway said it was listening"
+        );
+    }
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port = line["addr"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        // A line each, far more than the pipe (64 KiB) and the buffer hold.
+        for _ in 0..1500 {
+            let url = format!("http://127.0.0.1:{port}/v1/chat");
+            let body = json!({"agent_id": "a", "messages": [{"role": "user", "content": "Hi"}]});
+            assert_eq!(client.post(url).json(&body).send().await.unwrap().status(), 200);
+        }
+    });
+    // Now read: once stdout keeps up, the notice gets through.
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(lines.send(l))));
+    let notice = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a notice of the dropped lines");
+        let line: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if line["message"] == "log lines dropped: stdout is not keeping up" {
+            break line;
+        }
+    };
+    assert_eq!(notice["level"], "WARN");
+    assert!(notice["dropped"].as_u64() > Some(0), "{notice}");
+    let _ = child.kill();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&db);
+}
+
+#[test]
+fn what_layers_log_during_a_call_carries_its_request_id_in_the_span() {
+    let db = std::env::temp_dir().join(format!("chrysalis-span-{}.db", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let down = runtime.block_on(FakeUpstream::always(Reply::json(
+        503,
+        json!({"error": {"message": "overloaded"}}),
+    )));
+    let base = format!("{}/v1", down.url);
+    let mut env = openai_env(&base, &db, "1000");
+    env.push(("LLM_FALLBACKS", "mock"));
+    let gateway = start(&env);
+    let url = format!("http://127.0.0.1:{}/v1/chat", gateway.port);
+    let response = runtime.block_on(async {
+        let request = reqwest::Client::new().post(url).header("x-request-id", "req-span-7");
+        request.json(&hello()).send().await.unwrap()
+    });
+    assert_eq!(response.status(), 200, "the mock served it");
+    let (_, logs) = gateway.terminate();
+    let _ = std::fs::remove_file(&db);
+    let warned = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "provider failed; trying the next")
+        .unwrap_or_else(|| panic!("{logs:#?}"));
+    assert_eq!(warned["span"]["name"], "request", "{warned}");
+    assert_eq!(warned["span"]["request_id"], "req-span-7", "{warned}");
+    assert_eq!(warned["span"]["route"], "/v1/chat", "{warned}");
 }
