@@ -33,6 +33,20 @@ use crate::shutdown::Cutoff;
 /// Workers that all accepted from one socket were unbalanced: whichever
 /// was awake took a whole burst of new connections.
 pub fn run(config: Config, app: Router) -> Result<(), String> {
+    let addr = SocketAddr::new(config.gateway_host, config.gateway_port);
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
+    serve(listener, config, app, shutdown_signal)
+}
+
+/// Serves `app` on `listener` as [`run`] does, until the future `shutdown`
+/// makes (inside the server's runtime) resolves: what the binary runs, and
+/// what the tests start on port 0.
+pub fn serve<S, F>(listener: std::net::TcpListener, config: Config, app: Router, shutdown: S) -> Result<(), String>
+where
+    S: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
     let workers = match config.gateway_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -44,7 +58,7 @@ pub fn run(config: Config, app: Router) -> Result<(), String> {
         .into_iter()
         .unzip();
     let runtime = runtime().map_err(|e| format!("error: cannot start the runtime: {e}"))?;
-    runtime.block_on(accept(&config, handoffs))?;
+    runtime.block_on(accept(&config, listener, handoffs, shutdown))?;
     for thread in threads {
         match thread.join() {
             Ok(Ok(())) => {}
@@ -74,7 +88,7 @@ fn start_worker(index: usize, app: Router, config: Arc<Config>) -> Result<(Worke
                 let connections = Connections::new(&config);
                 while let Some(stream) = received.recv().await {
                     let stream = TcpStream::from_std(stream)?;
-                    connections.serve(stream, &app, Some(counted.clone()));
+                    connections.serve(stream, &app, counted.clone());
                 }
                 // The acceptor stopped: shutting down.
                 connections.drain(config.shutdown_grace(), index).await;
@@ -85,15 +99,26 @@ fn start_worker(index: usize, app: Router, config: Arc<Config>) -> Result<(Worke
     Ok((thread, Handoff { connections, open }))
 }
 
-/// Accepts until SIGINT or SIGTERM, handing each connection to the least busy worker.
-async fn accept(config: &Config, workers: Vec<Handoff>) -> Result<(), String> {
-    let addr = SocketAddr::new(config.gateway_host, config.gateway_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("error: GATEWAY_HOST/GATEWAY_PORT: cannot listen on {addr}: {e}"))?;
-    let addr = listener.local_addr().unwrap_or(addr);
+/// Accepts until `shutdown` resolves, handing each connection to the least busy worker.
+async fn accept<S, F>(
+    config: &Config,
+    listener: std::net::TcpListener,
+    workers: Vec<Handoff>,
+    shutdown: S,
+) -> Result<(), String>
+where
+    S: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+        .map_err(|e| format!("error: cannot listen: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("error: cannot listen: {e}"))?;
     // Before the line that says so: from then on a signal shuts down gracefully.
-    let shutdown = shutdown_signal();
+    let shutdown = shutdown();
     tokio::pin!(shutdown);
     let order: Vec<_> = config.providers().map(|p| p.kind.name()).collect();
     tracing::info!(%addr, providers = ?order, workers = workers.len(), "gateway listening");
@@ -124,30 +149,6 @@ async fn accept(config: &Config, workers: Vec<Handoff>) -> Result<(), String> {
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
-}
-
-/// Serves `app` on the current runtime until `shutdown` resolves, then waits
-/// for open requests and streams at most the grace period before returning.
-pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, config: &Config) -> io::Result<()>
-where
-    F: Future<Output = ()>,
-{
-    let connections = Connections::new(config);
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = next_connection(&listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        connections.serve(stream, &app, None);
-    }
-    drop(listener);
-    tracing::info!(
-        grace_ms = config.shutdown_grace().as_millis() as u64,
-        "shutting down: no new connections"
-    );
-    connections.drain(config.shutdown_grace(), 0).await;
-    Ok(())
 }
 
 async fn next_connection(listener: &TcpListener) -> TcpStream {
@@ -198,7 +199,7 @@ impl Connections {
     }
 
     /// Serves `stream` on a task of its own; `open` is decremented when it closes.
-    fn serve(&self, stream: TcpStream, app: &Router, open: Option<Arc<AtomicUsize>>) {
+    fn serve(&self, stream: TcpStream, app: &Router, open: Arc<AtomicUsize>) {
         let _ = stream.set_nodelay(true);
         let cutoff = self.cutoff.clone();
         let app = app.clone().map_request(move |mut request: Request<Incoming>| {
@@ -212,9 +213,7 @@ impl Connections {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection closed with an error");
             }
-            if let Some(open) = open {
-                open.fetch_sub(1, Ordering::Relaxed);
-            }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 

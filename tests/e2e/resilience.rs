@@ -117,12 +117,18 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
         "an open circuit sends nothing upstream"
     );
 
-    // The reset time passes on the gateway's clock (this runtime's) without a real wait.
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_millis(400)).await;
-    tokio::time::resume();
-    let (_, body) = gateway.chat(hello(None)).await;
-    assert_eq!(body["provider"], "openai", "the probe succeeded");
+    // Once the reset time has passed, the next call is the probe; until then
+    // calls go to the fallback without reaching the primary.
+    let probed = loop {
+        let (_, body) = gateway.chat(hello(None)).await;
+        if body["provider"] == "openai" {
+            break body;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "nothing reaches an open circuit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(probed["content"], "back", "the probe succeeded");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "one probe");
     let (_, body) = gateway.chat(hello(None)).await;
     assert_eq!(body["provider"], "openai", "and the circuit is closed");
 }

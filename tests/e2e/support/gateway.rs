@@ -9,9 +9,12 @@ use serde_json::Value;
 /// The OpenAI key the tests configure.
 pub const OPENAI_KEY: &str = "sk-test-openai-0123456789";
 
+/// The gateway's real server (its acceptor and worker threads, as the binary
+/// runs them) on a free port; it shuts down when this is dropped.
 pub struct Gateway {
     pub url: String,
     client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// What a streaming call returned: SSE frames, or a plain JSON error.
@@ -46,12 +49,19 @@ impl Gateway {
             .expect("test configuration parses");
         config.validate().expect("test configuration is valid");
         let app = stack::app(&config).expect("the gateway starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { server::serve(listener, app, std::future::pending(), &config).await });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let shutdown = move || async move {
+                let _ = stopped.await;
+            };
+            server::serve(listener, config, app, shutdown).expect("the server runs");
+        });
         Self {
             url,
             client: reqwest::Client::new(),
+            _stop: stop,
         }
     }
 
