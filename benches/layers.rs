@@ -14,7 +14,7 @@ use chrysalis_middleware::auth::BearerAuthLayer;
 use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
 use chrysalis_middleware::circuit_breaker::CircuitBreakerLayer;
 use chrysalis_middleware::failover::{Failover, Target};
-use chrysalis_middleware::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer};
+use chrysalis_middleware::metrics::{Metrics, ProviderMetricsLayer, RequestMetricsLayer};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::mock::{Mock, MockConfig};
@@ -129,7 +129,7 @@ fn layers(c: &mut Criterion) {
     bench(
         c,
         "layer/metrics (request)",
-        MetricsLayer::new(&metrics).layer(ready_provider()),
+        RequestMetricsLayer::new(&metrics).layer(ready_provider()),
     );
     bench(
         c,
@@ -220,7 +220,7 @@ fn streams(c: &mut Criterion) {
     let rt = runtime();
     let metrics = Metrics::register(&mut Registry::default(), ["gpt-4o-mini"]);
     let wrapped = ServiceBuilder::new()
-        .layer(MetricsLayer::new(&metrics))
+        .layer(RequestMetricsLayer::new(&metrics))
         .layer(ProviderMetricsLayer::new(&metrics, "p"))
         .layer(CircuitBreakerLayer::new("p"))
         .layer(TimeoutLayer::new(Duration::from_secs(60)))

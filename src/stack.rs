@@ -22,7 +22,7 @@ use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Dura
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
-use chrysalis_middleware::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer, ProviderStats};
+use chrysalis_middleware::metrics::{Metrics, ProviderMetricsLayer, ProviderStats, RequestMetricsLayer};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::pricing::PriceTable;
@@ -162,7 +162,7 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
     let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
         // Outermost, so rejections, in-flight requests and overhead are all seen.
-        .layer(MetricsLayer::new(&metrics))
+        .layer(RequestMetricsLayer::new(&metrics))
         // Refuse excess first, before anything is spent on it.
         .layer(rate_limit(config))
         // Reserve the most a call may cost; settle what it did cost, durably.

@@ -98,6 +98,8 @@ pub struct BearerAuth<S> {
     shared: Arc<Tokens>,
 }
 
+crate::wraps_inner!(BearerAuth);
+
 impl Tokens {
     fn needs_token<B>(&self, request: &Request<B>) -> bool {
         let preflight = request.method() == Method::OPTIONS

@@ -59,6 +59,8 @@ pub struct InFlightLimit<S> {
     permits: Arc<Semaphore>,
 }
 
+crate::wraps_inner!(InFlightLimit);
+
 impl<S, B, ResBody> Service<Request<B>> for InFlightLimit<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,

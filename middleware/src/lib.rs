@@ -1,8 +1,13 @@
 //! Tower layers for LLM traffic, one concern a module, each usable alone.
 //!
-//! Every layer wraps any `Service<ChatRequest, Response = ChatResponse>` from
-//! [`chrysalis_services`] and is one itself, so they compose in any order and
-//! another program can take only the ones it needs. None needs an HTTP server.
+//! The chat layers ([`rate_limit`], [`budget`], [`circuit_breaker`],
+//! [`timeout`], [`failover`], [`metrics`]) wrap any
+//! `Service<ChatRequest, Response = ChatResponse>` from [`chrysalis_services`]
+//! and are one themselves, so they compose in any order and another program
+//! can take only the ones it needs; none needs an HTTP server. Two layers work
+//! on `http::Request` instead, for an HTTP edge: [`auth`] (bearer tokens) and
+//! [`inflight`] (a cap on requests in flight). Each `FooLayer` builds a `Foo`,
+//! whose `get_ref`, `get_mut` and `into_inner` reach the service it wraps.
 //!
 //! ```
 //! use std::time::Duration;
@@ -40,3 +45,26 @@ pub mod timeout;
 
 /// The error type of every layer: the inner service's error or the layer's own.
 pub use tower::BoxError;
+
+/// `get_ref`, `get_mut` and `into_inner` for a service that wraps `inner: S`.
+macro_rules! wraps_inner {
+    ($service:ident) => {
+        impl<S> $service<S> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// The wrapped service, unwrapped.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+pub(crate) use wraps_inner;

@@ -17,7 +17,7 @@ use tower_test::mock;
 use crate::budget::{BudgetConfig, BudgetLayer, MemoryLedger};
 use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::failover::{Failover, Target};
-use crate::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer};
+use crate::metrics::{Metrics, ProviderMetricsLayer, RequestMetricsLayer};
 use crate::rate_limit::RateLimitLayer;
 use crate::test_support::*;
 use crate::timeout::TimeoutLayer;
@@ -57,7 +57,7 @@ async fn every_chat_layer_is_ready_only_when_its_inner_service_is() {
     follows_readiness("budget", budget());
     follows_readiness("circuit breaker", CircuitBreakerLayer::new("p"));
     follows_readiness("timeout", TimeoutLayer::new(Duration::from_secs(1)));
-    follows_readiness("request metrics", MetricsLayer::new(&metrics));
+    follows_readiness("request metrics", RequestMetricsLayer::new(&metrics));
     follows_readiness("provider metrics", ProviderMetricsLayer::new(&metrics, "p"));
 }
 

@@ -185,22 +185,7 @@ pub struct Budget<S> {
     state: Arc<BudgetState>,
 }
 
-impl<S> Budget<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::wraps_inner!(Budget);
 
 impl<S> Service<ChatRequest> for Budget<S>
 where

@@ -90,22 +90,7 @@ pub struct CircuitBreaker<S> {
     breaker: Arc<Breaker>,
 }
 
-impl<S> CircuitBreaker<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::wraps_inner!(CircuitBreaker);
 
 impl<S> Service<ChatRequest> for CircuitBreaker<S>
 where

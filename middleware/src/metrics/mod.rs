@@ -1,7 +1,7 @@
 //! Prometheus metrics (`prometheus-client`), in OpenTelemetry GenAI names where
 //! the semantic conventions have one, at two places of the stack:
 //!
-//! - [`MetricsLayer`] around the whole chat path: requests by provider, model
+//! - [`RequestMetricsLayer`] around the whole chat path: requests by provider, model
 //!   and outcome (rejections included), in-flight requests, open streams, and
 //!   `gateway_overhead_seconds`, the time the gateway itself adds (total time
 //!   minus the time spent waiting on upstreams);
@@ -13,7 +13,7 @@
 //! in advance or among the first [`MAX_MODELS`] seen; others count as `other`.
 //!
 //! ```
-//! use chrysalis_middleware::metrics::{Metrics, MetricsLayer, ProviderMetricsLayer};
+//! use chrysalis_middleware::metrics::{Metrics, RequestMetricsLayer, ProviderMetricsLayer};
 //! use chrysalis_services::mock::{Mock, MockConfig};
 //! use prometheus_client::registry::Registry;
 //! use tower::{Layer, ServiceBuilder};
@@ -22,7 +22,7 @@
 //! let metrics = Metrics::register(&mut registry, ["mock-1"]);
 //! let provider = ProviderMetricsLayer::new(&metrics, "mock");
 //! let service = ServiceBuilder::new()
-//!     .layer(MetricsLayer::new(&metrics))
+//!     .layer(RequestMetricsLayer::new(&metrics))
 //!     .layer(provider)
 //!     .service(Mock::new(MockConfig::default()));
 //! let mut text = String::new();
@@ -38,7 +38,7 @@ mod upstream;
 pub use families::{Metrics, MAX_MODELS};
 pub use latency::{LatencySnapshot, ProviderStats};
 pub use provider::{ProviderMetrics, ProviderMetricsLayer};
-pub use request::{MetricsLayer, RequestMetrics};
+pub use request::{RequestMetrics, RequestMetricsLayer};
 
 #[cfg(test)]
 mod tests;

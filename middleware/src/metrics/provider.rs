@@ -102,6 +102,8 @@ pub struct ProviderMetrics<S> {
     shared: Arc<Shared>,
 }
 
+crate::wraps_inner!(ProviderMetrics);
+
 impl<S> Service<ChatRequest> for ProviderMetrics<S>
 where
     S: Service<ChatRequest, Response = ChatResponse>,

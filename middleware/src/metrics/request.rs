@@ -22,11 +22,11 @@ use crate::rate_limit::error::RateLimited;
 /// Measures whole requests; put it outermost, so it sees rejections too.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct MetricsLayer {
+pub struct RequestMetricsLayer {
     metrics: Metrics,
 }
 
-impl MetricsLayer {
+impl RequestMetricsLayer {
     /// Records into `metrics`.
     pub fn new(metrics: &Metrics) -> Self {
         Self {
@@ -35,7 +35,7 @@ impl MetricsLayer {
     }
 }
 
-impl<S> Layer<S> for MetricsLayer {
+impl<S> Layer<S> for RequestMetricsLayer {
     type Service = RequestMetrics<S>;
 
     fn layer(&self, inner: S) -> RequestMetrics<S> {
@@ -52,6 +52,8 @@ pub struct RequestMetrics<S> {
     inner: S,
     metrics: Metrics,
 }
+
+crate::wraps_inner!(RequestMetrics);
 
 impl<S> Service<ChatRequest> for RequestMetrics<S>
 where

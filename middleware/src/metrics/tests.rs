@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
-use super::{Metrics, MetricsLayer, ProviderMetricsLayer};
+use super::{Metrics, ProviderMetricsLayer, RequestMetricsLayer};
 use crate::test_support::*;
 
 fn sample(registry: &Registry, series: &str) -> f64 {
@@ -23,7 +23,7 @@ async fn overhead_leaves_out_the_time_spent_waiting_on_the_upstream() {
     let metrics = Metrics::register(&mut registry, []);
     let slow = Act::After(Duration::from_secs(3), Box::new(Act::Answer));
     let service = ServiceBuilder::new()
-        .layer(MetricsLayer::new(&metrics))
+        .layer(RequestMetricsLayer::new(&metrics))
         .layer(ProviderMetricsLayer::new(&metrics, "p"))
         .service(Scripted::always("p", slow));
     service.oneshot(request()).await.unwrap();
@@ -40,8 +40,8 @@ async fn a_broken_stream_counts_as_an_error_with_its_type() {
     let layer = ProviderMetricsLayer::new(&metrics, "p");
     let stats = layer.stats();
     let cut = Err(chrysalis_services::ProviderError::cut("p", "eof"));
-    let service =
-        MetricsLayer::new(&metrics).layer(layer.layer(Scripted::always("p", Act::Stream(vec![delta("a"), cut]))));
+    let service = RequestMetricsLayer::new(&metrics)
+        .layer(layer.layer(Scripted::always("p", Act::Stream(vec![delta("a"), cut]))));
     let ChatResponse::Stream(stream) = service.oneshot(request()).await.unwrap() else {
         panic!()
     };
@@ -120,7 +120,7 @@ async fn requests_the_upstream_refused_as_malformed_are_not_provider_failures() 
 async fn a_stream_is_in_flight_until_it_ends() {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry, []);
-    let service = MetricsLayer::new(&metrics).layer(Scripted::always("p", Act::StallAfter(1)));
+    let service = RequestMetricsLayer::new(&metrics).layer(Scripted::always("p", Act::StallAfter(1)));
     let ChatResponse::Stream(mut stream) = service.oneshot(request()).await.unwrap() else {
         panic!("a stream");
     };
@@ -154,7 +154,7 @@ async fn the_cost_metric_counts_what_the_budget_charged_broken_and_dropped_strea
     let budget = BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap();
     let spent = budget.handle();
     let service = ServiceBuilder::new()
-        .layer(MetricsLayer::new(&metrics))
+        .layer(RequestMetricsLayer::new(&metrics))
         .layer(budget)
         .layer(ProviderMetricsLayer::new(&metrics, "p"))
         .service(provider);

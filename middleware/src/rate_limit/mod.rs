@@ -69,22 +69,7 @@ pub struct RateLimit<S> {
     limiter: Arc<Limiter>,
 }
 
-impl<S> RateLimit<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::wraps_inner!(RateLimit);
 
 impl<S> Service<ChatRequest> for RateLimit<S>
 where

@@ -59,22 +59,7 @@ pub struct Timeout<S> {
     timeout: Duration,
 }
 
-impl<S> Timeout<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::wraps_inner!(Timeout);
 
 impl<S> Service<ChatRequest> for Timeout<S>
 where
