@@ -507,29 +507,5 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        #[test]
-        fn any_valid_stream_decodes_the_same_however_it_is_cut(
-            texts in proptest::collection::vec((proptest::prelude::any::<String>(), proptest::prelude::any::<bool>()), 0..6),
-            pieces in proptest::collection::vec(proptest::prelude::any::<String>(), 0..4),
-            crlf in proptest::prelude::any::<bool>(),
-            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..12),
-        ) {
-            let body = stream_body(&texts, &pieces, crlf);
-            let text: String = texts.iter().map(|(t, _)| t.as_str()).collect();
-            crate::wire::splits::valid_stream_holds(&body, &text, &cuts, protocol)?;
-        }
-
-        #[test]
-        fn any_bytes_end_in_a_value_or_an_error(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
-            damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
-            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
-        ) {
-            crate::wire::splits::any_bytes_end_loudly(&bytes, &cuts, protocol)?;
-            let valid = stream_body(&[("hi".into(), true)], &["{}".into()], false);
-            let damaged = crate::wire::splits::damaged(&valid, &damage);
-            crate::wire::splits::any_bytes_end_loudly(&damaged, &cuts, protocol)?;
-        }
-    }
+    crate::wire::splits::stream_properties!(stream_body, protocol);
 }
