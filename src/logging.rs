@@ -29,7 +29,9 @@ pub fn init(format: LogFormat, buffered: NonZeroUsize) -> LogGuard {
         .buffered_lines_limit(buffered.get())
         .lossy(true)
         .thread_name("log-writer")
-        .finish(std::io::stdout());
+        // Buffered: the writer flushes once the lines waiting are all written,
+        // so a burst of lines is one write to stdout, not one per line.
+        .finish(std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()));
     let dropped = writer.error_counter();
     // Colours only for a terminal: a file or a log collector would keep the escape codes.
     let builder = tracing_subscriber::fmt()
