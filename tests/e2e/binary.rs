@@ -57,6 +57,7 @@ fn help_lists_every_variable() {
     let help = String::from_utf8(output.stdout).unwrap();
     for variable in [
         "LLM_CA_BUNDLE",
+        "GATEWAY_LOG_BUFFER_LINES",
         "GATEWAY_HOST",
         "GATEWAY_PORT",
         "LLM_PROVIDER",
