@@ -84,6 +84,8 @@ fn start_worker(index: usize, app: Router, config: Arc<Config>) -> Result<(Worke
     let thread = std::thread::Builder::new()
         .name(format!("gateway-worker-{index}"))
         .spawn(move || {
+            // Each worker keeps its own upstream clients: build them before the first call.
+            chrysalis_services::warm_this_thread();
             runtime()?.block_on(async move {
                 let connections = Connections::new(&config);
                 while let Some(stream) = received.recv().await {

@@ -42,4 +42,4 @@ pub use chat::{
 };
 pub use client::ProviderConfig;
 pub use error::{ErrorKind, ProviderError};
-pub use upstream::{http_client, HttpClient};
+pub use upstream::{http_client, warm_this_thread, HttpClient};

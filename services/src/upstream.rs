@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -48,6 +48,24 @@ thread_local! {
     static CLIENTS: RefCell<Vec<(usize, reqwest::Client)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Every client made, so a thread can build its copies before its first call.
+static MADE: Mutex<Vec<Weak<Settings>>> = Mutex::new(Vec::new());
+
+/// Builds this thread's copy of every client made so far. Building one
+/// loads the trusted roots (milliseconds): a server calls this on each
+/// worker thread as it starts, so no request pays for it.
+pub fn warm_this_thread() {
+    let made: Vec<_> = MADE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for settings in made {
+        HttpClient { settings }.on_this_thread();
+    }
+}
+
 impl HttpClient {
     /// A client that also trusts the certificates of `ca_bundle` (PEM), for
     /// an upstream or proxy behind a private CA. Fails if the bundle does not
@@ -64,9 +82,11 @@ impl HttpClient {
         };
         // Built once here, so that a bad setting stops start-up, not a call.
         settings.build().map_err(|e| describe(&e))?;
-        Ok(Self {
-            settings: Arc::new(settings),
-        })
+        let settings = Arc::new(settings);
+        let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+        made.retain(|s| s.strong_count() > 0);
+        made.push(Arc::downgrade(&settings));
+        Ok(Self { settings })
     }
 
     /// Sends `request`; an error means no answer came (the status is not looked at).
@@ -151,4 +171,27 @@ async fn read_up_to(mut response: reqwest::Response, limit: usize) -> Result<Opt
         }
     }
     Ok(Some(first.unwrap_or_else(|| rest.freeze())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built_here(client: &HttpClient) -> bool {
+        CLIENTS.with(|c| c.borrow().iter().any(|(id, _)| *id == client.settings.id))
+    }
+
+    #[test]
+    fn a_thread_warmed_up_has_its_copy_of_every_client_before_a_call() {
+        let client = http_client();
+        let warmed = std::thread::spawn({
+            let client = client.clone();
+            move || {
+                let before = built_here(&client);
+                warm_this_thread();
+                (before, built_here(&client))
+            }
+        });
+        assert_eq!(warmed.join().unwrap(), (false, true));
+    }
 }
