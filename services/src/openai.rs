@@ -226,7 +226,7 @@ impl Protocol for ChunkProtocol {
             return Ok(());
         }
         let chunk: WireChunk =
-            serde_json::from_str(&event.data).map_err(|e| ErrorKind::Protocol(format!("bad chunk ({e})")))?;
+            serde_json::from_str(event.data).map_err(|e| ErrorKind::Protocol(format!("bad chunk ({e})")))?;
         if let Some(error) = chunk.error {
             return Err(ErrorKind::Upstream(error.message));
         }

@@ -181,7 +181,7 @@ impl Protocol for EventProtocol {
         let Some(event) = self.sse.line(line)? else {
             return Ok(());
         };
-        let event: WireEvent = serde_json::from_str(&event.data)
+        let event: WireEvent = serde_json::from_str(event.data)
             .map_err(|e| ErrorKind::Protocol(format!("bad `{}` event ({e})", event.event)))?;
         match event.kind.as_str() {
             "message_start" => {

@@ -1,5 +1,7 @@
 //! Splits a byte stream into lines, whatever the reads' boundaries.
 
+use std::borrow::Cow;
+
 use crate::error::ErrorKind;
 
 /// The longest line (or SSE event) read from an upstream. A chunk of a
@@ -35,9 +37,10 @@ impl LineSplitter {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next whole line, if one is here; an error once the line being
-    /// read is past [`MAX_LINE_BYTES`] without its end.
-    pub(crate) fn next_line(&mut self) -> Result<Option<String>, ErrorKind> {
+    /// The next whole line, if one is here (borrowed from the buffer: no
+    /// copy unless it is not UTF-8); an error once the line being read is
+    /// past [`MAX_LINE_BYTES`] without its end.
+    pub(crate) fn next_line(&mut self) -> Result<Option<Cow<'_, str>>, ErrorKind> {
         if self.skip_lf && self.start < self.buf.len() {
             self.skip_lf = false;
             if self.buf[self.start] == b'\n' {
@@ -53,7 +56,7 @@ impl LineSplitter {
             };
         };
         let end = from + found;
-        let line = String::from_utf8_lossy(&self.buf[self.start..end]).into_owned();
+        let line_start = self.start;
         let mut next = end + 1;
         if self.buf[end] == b'\r' {
             match self.buf.get(end + 1) {
@@ -64,7 +67,7 @@ impl LineSplitter {
         }
         self.start = next;
         self.scanned = next;
-        Ok(Some(line))
+        Ok(Some(String::from_utf8_lossy(&self.buf[line_start..end])))
     }
 
     /// What is left without a line end, once the stream is over.
@@ -88,7 +91,7 @@ mod tests {
         for part in parts {
             lines.push(part);
             while let Some(line) = lines.next_line().unwrap() {
-                out.push(line);
+                out.push(line.into_owned());
             }
         }
         out.extend(lines.take_rest());

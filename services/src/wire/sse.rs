@@ -3,35 +3,43 @@
 use super::lines::{too_long, MAX_LINE_BYTES};
 use crate::error::ErrorKind;
 
-/// One dispatched event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
+/// One dispatched event, borrowed from the parser until its next line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SseEvent<'a> {
     /// The `event:` field; empty for the default `message`.
-    pub(crate) event: String,
+    pub(crate) event: &'a str,
     /// The `data:` lines, joined with `\n`.
-    pub(crate) data: String,
+    pub(crate) data: &'a str,
 }
 
-/// Builds events from lines; comments (`: keep-alive`) and unknown fields are skipped.
+/// Builds events from lines; comments (`: keep-alive`) and unknown fields
+/// are skipped. Its buffers are kept from one event to the next, so an
+/// event costs no allocation.
 #[derive(Debug, Default)]
 pub(crate) struct SseParser {
     event: String,
     data: String,
     has_data: bool,
+    /// The last line dispatched an event: the next one starts afresh.
+    dispatched: bool,
 }
 
 impl SseParser {
     /// Feeds one line; a blank line dispatches the event built so far. An
     /// event whose data lines add up past [`MAX_LINE_BYTES`] is an error.
-    pub(crate) fn line(&mut self, line: &str) -> Result<Option<SseEvent>, ErrorKind> {
+    pub(crate) fn line(&mut self, line: &str) -> Result<Option<SseEvent<'_>>, ErrorKind> {
+        if std::mem::take(&mut self.dispatched) {
+            self.event.clear();
+            self.data.clear();
+        }
         if line.is_empty() {
-            let event = std::mem::take(&mut self.event);
+            self.dispatched = true;
             if !std::mem::take(&mut self.has_data) {
                 return Ok(None);
             }
             return Ok(Some(SseEvent {
-                event,
-                data: std::mem::take(&mut self.data),
+                event: &self.event,
+                data: &self.data,
             }));
         }
         if line.starts_with(':') {
@@ -63,9 +71,15 @@ impl SseParser {
 mod tests {
     use super::*;
 
-    fn events(lines: &[&str]) -> Vec<SseEvent> {
+    fn events(lines: &[&str]) -> Vec<(String, String)> {
         let mut parser = SseParser::default();
-        lines.iter().filter_map(|l| parser.line(l).unwrap()).collect()
+        let mut events = Vec::new();
+        for line in lines {
+            if let Some(event) = parser.line(line).unwrap() {
+                events.push((event.event.to_owned(), event.data.to_owned()));
+            }
+        }
+        events
     }
 
     #[test]
@@ -84,14 +98,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                SseEvent {
-                    event: "ping".into(),
-                    data: "{}".into()
-                },
-                SseEvent {
-                    event: String::new(),
-                    data: "one\ntwo".into()
-                },
+                ("ping".to_owned(), "{}".to_owned()),
+                (String::new(), "one\ntwo".to_owned())
             ]
         );
     }
