@@ -82,7 +82,8 @@ impl OpenAiFrames {
     }
 
     fn event<T: Serialize>(&self, body: &T) -> Event {
-        Event::default().data(serde_json::to_string(body).expect("chunks always serialise"))
+        // Serialised straight into the frame's buffer.
+        Event::default().json_data(body).expect("chunks always serialise")
     }
 
     fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {

@@ -40,7 +40,7 @@ impl SseFrames {
         }
     }
 
-    fn frame(&mut self, item: Option<Result<Chunk, ProviderError>>) -> String {
+    fn frame(&mut self, item: Option<Result<Chunk, ProviderError>>) -> Event {
         let (model, provider) = (self.chunks.model.as_str(), self.chunks.provider);
         let frame = match item {
             Some(Ok(Chunk::Delta(text))) => {
@@ -77,11 +77,11 @@ impl SseFrames {
 }
 
 impl SseFrames {
-    fn error_frame(&mut self, error: &ProviderError) -> String {
+    fn error_frame(&mut self, error: &ProviderError) -> Event {
         self.api_error_frame(&ApiError::from_provider(error))
     }
 
-    fn api_error_frame(&mut self, error: &ApiError) -> String {
+    fn api_error_frame(&mut self, error: &ApiError) -> Event {
         // What was sent before the failure is charged once the layers inside settle.
         self.chunks.cut();
         let charged = self.chunks.cut_charge.get();
@@ -110,14 +110,14 @@ impl Stream for SseFrames {
         if self.cutoff.poll_reached(cx) {
             self.done = true;
             let frame = self.api_error_frame(&ApiError::shutting_down());
-            return Poll::Ready(Some(Ok(Event::default().data(frame))));
+            return Poll::Ready(Some(Ok(frame)));
         }
         let item = match self.first.take() {
             Some(first) => Some(first),
             None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
         };
         let frame = self.frame(item);
-        Poll::Ready(Some(Ok(Event::default().data(frame))))
+        Poll::Ready(Some(Ok(frame)))
     }
 }
 
@@ -146,7 +146,7 @@ struct DoneFrame<'a> {
     cost_usd: f64,
 }
 
-fn error_frame(error: &ApiError) -> String {
+fn error_frame(error: &ApiError) -> Event {
     #[derive(Serialize)]
     struct ErrorFrame<'a> {
         done: bool,
@@ -158,6 +158,7 @@ fn error_frame(error: &ApiError) -> String {
     })
 }
 
-fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("frames always serialise")
+/// `value` as a `data:` frame, serialised straight into the frame's buffer.
+fn json<T: Serialize>(value: &T) -> Event {
+    Event::default().json_data(value).expect("frames always serialise")
 }
