@@ -191,6 +191,37 @@ fn anthropic_tool_use() -> Value {
         "usage": {"input_tokens": 30, "output_tokens": 12, "cache_read_input_tokens": 0}})
 }
 
+/// An Anthropic stream of one `tool_use` block calling `name`, its input in
+/// `pieces`, with a ping between.
+fn anthropic_tool_use_stream(name: &str, pieces: &[&str]) -> String {
+    let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+    let mut body = event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "content": [], "model": "claude-haiku-4-5", "usage": {"input_tokens": 40, "output_tokens": 1}}}),
+    );
+    body += &event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+    );
+    body += &event("ping", json!({"type": "ping"}));
+    for piece in pieces {
+        body += &event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+        );
+    }
+    body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    body += &event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
+    );
+    body += &event("message_stop", json!({"type": "message_stop"}));
+    body
+}
+
 async fn anthropic(fake: &FakeUpstream) -> Gateway {
     Gateway::start(&[
         "--llm-provider",
@@ -273,30 +304,7 @@ async fn anthropic_gets_tools_images_and_results_as_blocks() {
 
 #[tokio::test]
 async fn anthropic_tool_use_streams_as_tool_call_frames_on_both_apis() {
-    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut body = event(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
-        "role": "assistant", "content": [], "model": "claude-haiku-4-5", "usage": {"input_tokens": 30, "output_tokens": 1}}}),
-    );
-    body += &event(
-        "content_block_start",
-        json!({"type": "content_block_start", "index": 0,
-        "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
-    );
-    for piece in ["{\"city\": ", "\"Paris\"}"] {
-        body += &event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "input_json_delta", "partial_json": piece}}),
-        );
-    }
-    body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
-    body += &event(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
-    );
-    body += &event("message_stop", json!({"type": "message_stop"}));
+    let body = anthropic_tool_use_stream("get_weather", &["{\"city\": ", "\"Paris\"}"]);
     let fake = FakeUpstream::always(Reply::sse(&body, 5)).await;
     let gateway = anthropic(&fake).await;
     let request = json!({"agent_id": "planner", "messages": asks_for_weather(), "tools": [weather_tool()]});
@@ -644,32 +652,7 @@ fn claude_answering_with(tool: &'static str, schema: Value) -> impl Fn(&Recorded
                     "stop_reason": "tool_use", "usage": {"input_tokens": 40, "output_tokens": 15}}),
             );
         }
-        let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
-        let mut body = event(
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                "content": [], "model": "claude-haiku-4-5", "usage": {"input_tokens": 40, "output_tokens": 1}}}),
-        );
-        body += &event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
-        );
-        body += &event("ping", json!({"type": "ping"}));
-        for piece in pieces {
-            body += &event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
-            );
-        }
-        body += &event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
-        body += &event(
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
-        );
-        body += &event("message_stop", json!({"type": "message_stop"}));
-        Reply::sse(&body, 7)
+        Reply::sse(&anthropic_tool_use_stream(name, &pieces), 7)
     }
 }
 
