@@ -6,6 +6,7 @@
 //! of 1,000 concurrent open streams.
 //!
 //! Knobs, for comparing runs: `LOAD_SECONDS` (per row, default 3),
+//! `LOAD_CHUNKS` (text chunks per stream, default 4),
 //! `LOAD_MODEL` (default gpt-4o-mini, priced, so each call commits to the
 //! ledger; an unpriced name skips the ledger), `LOAD_PROVIDER=mock` (the
 //! gateway without its upstream hop), `LOAD_LOG=<file>` (keep the gateway's
@@ -37,7 +38,12 @@ fn sse_answer() -> String {
         ) + "\n\n"
     };
     body.push_str(&chunk(r#"{"role":"assistant","content":""}"#));
-    for word in ["Hello!", " I am", " doing", " well."] {
+    let words = ["Hello!", " I am", " doing", " well."];
+    let count = std::env::var("LOAD_CHUNKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(words.len());
+    for word in words.iter().cycle().take(count) {
         body.push_str(&chunk(&format!(r#"{{"content":"{word}"}}"#)));
     }
     body.push_str(r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":14,"completion_tokens":5,"total_tokens":19}}"#);
@@ -217,6 +223,8 @@ struct Run {
     seconds: f64,
     /// Whole requests, or time to first chunk for streams.
     latencies: Vec<Duration>,
+    /// Whole requests, to the stream's last byte.
+    wholes: Vec<Duration>,
 }
 
 impl Run {
@@ -225,9 +233,13 @@ impl Run {
     }
 
     fn quantile(&self, q: f64) -> Duration {
-        let index = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
-        self.latencies[index]
+        quantile(&self.latencies, q)
     }
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[index]
 }
 
 fn body(route: &str, mode: Mode) -> Bytes {
@@ -249,7 +261,7 @@ async fn drive(client: &reqwest::Client, url: &str, body: Bytes, mode: Mode, con
     let workers = (0..concurrency).map(|_| {
         let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
         tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let (mut latencies, mut wholes) = (Vec::new(), Vec::new());
             while Instant::now() < deadline {
                 let started = Instant::now();
                 let mut response = client
@@ -270,20 +282,25 @@ async fn drive(client: &reqwest::Client, url: &str, body: Bytes, mode: Mode, con
                 };
                 if started >= warm_until {
                     latencies.push(latency);
+                    wholes.push(started.elapsed());
                 }
             }
-            latencies
+            (latencies, wholes)
         })
     });
-    let mut latencies = Vec::new();
+    let (mut latencies, mut wholes) = (Vec::new(), Vec::new());
     for worker in workers.collect::<Vec<_>>() {
-        latencies.extend(worker.await.unwrap());
+        let (some, whole) = worker.await.unwrap();
+        latencies.extend(some);
+        wholes.extend(whole);
     }
     latencies.sort();
+    wholes.sort();
     Run {
         requests: latencies.len(),
         seconds: seconds - 0.3,
         latencies,
+        wholes,
     }
 }
 
@@ -315,8 +332,8 @@ async fn main() {
         .unwrap();
     let direct = format!("http://{upstream}/v1/chat/completions");
 
-    println!("| path | mode | conc. | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | vs direct |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| path | mode | conc. | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | whole p50 µs | added whole p50 µs | vs direct |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in [Mode::Json, Mode::Stream] {
         for concurrency in [1, 64] {
             let base = drive(&client, &direct, body("direct", mode), mode, concurrency, seconds).await;
@@ -342,13 +359,15 @@ async fn main() {
                 };
                 let run = run.as_ref().unwrap_or(&base);
                 let added = |q| micros(run.quantile(q)) - micros(base.quantile(q));
+                let whole = micros(quantile(&run.wholes, 0.5));
+                let added_whole = whole - micros(quantile(&base.wholes, 0.5));
                 let mode_name = if mode == Mode::Json {
                     "JSON"
                 } else {
                     "stream (to 1st chunk)"
                 };
                 println!(
-                    "| {name} | {mode_name} | {concurrency} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2}x |",
+                    "| {name} | {mode_name} | {concurrency} | {:.0} | {:.0} | {:.0} | {} | {} | {whole:.0} | {} | {:.2}x |",
                     run.rps(),
                     micros(run.quantile(0.5)),
                     micros(run.quantile(0.99)),
@@ -359,6 +378,11 @@ async fn main() {
                     },
                     if route.is_some() {
                         format!("{:.0}", added(0.99))
+                    } else {
+                        "-".into()
+                    },
+                    if route.is_some() {
+                        format!("{added_whole:.0}")
                     } else {
                         "-".into()
                     },

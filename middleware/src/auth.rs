@@ -14,16 +14,15 @@
 //! }));
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use pin_project_lite::pin_project;
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
+
+use crate::gate::{RefuseOrCall, Unchanged};
 
 /// No token was given, or one was empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +135,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -144,15 +143,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.shared.needs_token(&request) && !self.shared.admits(&request) {
-            let response = Some(unauthorized());
-            return ResponseFuture {
-                kind: Kind::Refused { response },
-            };
+            return ResponseFuture::refused(Ok(unauthorized()));
         }
-        let future = self.inner.call(request);
-        ResponseFuture {
-            kind: Kind::Admitted { future },
-        }
+        ResponseFuture::called(self.inner.call(request), Unchanged)
     }
 }
 
@@ -167,35 +160,8 @@ fn unauthorized<ResBody: From<String>>() -> Response<ResBody> {
     response
 }
 
-pin_project! {
-    /// The future of [`BearerAuth`].
-    pub struct ResponseFuture<F, ResBody> {
-        #[pin]
-        kind: Kind<F, ResBody>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, ResBody> {
-        Admitted { #[pin] future: F },
-        Refused { response: Option<Response<ResBody>> },
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F, ResBody>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future } => future.poll(cx),
-            KindProj::Refused { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
-        }
-    }
-}
+/// The future of [`BearerAuth`]: a 401 at once, or the inner call.
+pub type ResponseFuture<F, ResBody, E> = RefuseOrCall<F, Unchanged, Result<Response<ResBody>, E>>;
 
 /// The credentials of a `Bearer` authorization; the scheme is
 /// case-insensitive (RFC 7235 §2.1), so `BEARER` and `bearer` are the same.

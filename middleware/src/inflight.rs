@@ -12,7 +12,6 @@
 //! }));
 //! ```
 
-use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +23,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
+
+use crate::gate::{RefuseOrCall, Then};
 
 /// Caps requests in flight; every service made by one layer shares the cap.
 #[derive(Debug, Clone)]
@@ -68,56 +69,34 @@ where
 {
     type Response = Response<PermitBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let kind = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Kind::Admitted {
-                future: self.inner.call(request),
-                permit: Some(permit),
-            },
-            Err(_) => Kind::Refused,
-        };
-        ResponseFuture { kind }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => ResponseFuture::called(self.inner.call(request), Permit(permit)),
+            Err(_) => ResponseFuture::refused(Ok(overloaded())),
+        }
     }
 }
 
-pin_project! {
-    /// The future of [`InFlightLimit`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
+/// The future of [`InFlightLimit`]: a 503 at once, or the inner call
+/// holding its slot until the response's body ends.
+pub type ResponseFuture<F, ResBody, E> = RefuseOrCall<F, Permit, Result<Response<PermitBody<ResBody>>, E>>;
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Admitted { #[pin] future: F, permit: Option<OwnedSemaphorePermit> },
-        Refused,
-    }
-}
+/// An admitted request's slot, handed to its response's body.
+#[derive(Debug)]
+pub struct Permit(OwnedSemaphorePermit);
 
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-    ResBody: From<String>,
-{
+impl<ResBody, E> Then<Result<Response<ResBody>, E>> for Permit {
     type Output = Result<Response<PermitBody<ResBody>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future, permit } => {
-                let response = ready!(future.poll(cx))?;
-                let permit = permit.take();
-                Poll::Ready(Ok(response.map(|inner| PermitBody { inner, permit })))
-            }
-            KindProj::Refused => Poll::Ready(Ok(overloaded())),
-        }
+    fn then(self, outcome: Result<Response<ResBody>, E>) -> Result<Response<PermitBody<ResBody>>, E> {
+        let permit = Some(self.0);
+        Ok(outcome?.map(|inner| PermitBody { inner, permit }))
     }
 }
 

@@ -33,6 +33,7 @@ pub mod budget;
 pub mod circuit_breaker;
 pub mod failover;
 pub mod fault;
+pub mod gate;
 pub mod inflight;
 pub mod metrics;
 pub mod observe;

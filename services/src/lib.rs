@@ -31,6 +31,7 @@ pub mod ollama;
 pub mod openai;
 pub mod openrouter;
 pub mod pricing;
+pub mod provider;
 pub mod redact;
 mod tally;
 mod upstream;

@@ -11,10 +11,7 @@
 //! tool's result, the mock answers with text quoting it. Streams deliver
 //! each call in pieces, as real providers do.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -25,6 +22,7 @@ use crate::chat::{
 };
 use crate::error::{ErrorKind, ProviderError};
 use crate::pricing::PriceTable;
+use crate::provider::{ChatApi, Provider};
 
 /// The provider's name in responses, metrics and errors.
 pub const NAME: &str = "mock";
@@ -67,78 +65,62 @@ impl Default for MockConfig {
 /// assert_eq!(completion.content, "Hello from the mock provider! You said: ping");
 /// # }
 /// ```
-#[derive(Clone, Debug)]
-pub struct Mock {
-    config: Arc<MockConfig>,
-}
+pub type Mock = Provider<MockConfig>;
 
 impl Mock {
     /// A mock provider.
     pub fn new(config: MockConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-        }
+        Self::from_api(config)
     }
 }
 
-impl tower::Service<ChatRequest> for Mock {
-    type Response = ChatResponse;
-    type Error = ProviderError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let config = self.config.clone();
-        Box::pin(async move {
-            let model = request.model.clone().unwrap_or_else(|| config.default_model.clone());
-            let latency = slow_ms(&model).map_or(config.latency, Duration::from_millis);
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            if config.fail || model == "mock-fail" {
-                let message = "the mock provider was told to fail".to_owned();
-                return Err(ProviderError::new(NAME, ErrorKind::Status { status: 503, message }));
-            }
-            let call = tool_call(&request);
-            let answer = if call.is_some() {
-                String::new()
-            } else {
-                answer(&request)
-            };
-            let generated = answer.len() + call.as_ref().map_or(0, |c| c.arguments.len());
-            let usage = Usage::estimate(request.prompt_chars(), generated);
-            let finish = if call.is_some() {
-                FinishReason::ToolCalls
-            } else {
-                FinishReason::Stop
-            };
-            let end = StreamEnd {
-                usage,
-                cost_usd: config.prices.lookup(&model).map_or(0.0, |p| p.cost(usage)),
-                finish_reason: Some(finish),
-            };
-            let cut = model == "mock-cut";
-            if request.stream {
-                let stream = word_stream(&answer, call, (!cut).then_some(end));
-                return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, stream)));
-            }
-            if cut {
-                return Err(ProviderError::cut(NAME, "the mock provider was told to cut"));
-            }
-            Ok(ChatResponse::Complete(Completion {
-                content: answer,
-                tool_calls: call.into_iter().collect(),
-                provider: NAME,
-                model,
-                usage: end.usage,
-                cost_usd: end.cost_usd,
-                finish_reason: end.finish_reason,
-                meta: Default::default(),
-            }))
-        })
+impl ChatApi for MockConfig {
+    async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let model = request.model.clone().unwrap_or_else(|| self.default_model.clone());
+        let latency = slow_ms(&model).map_or(self.latency, Duration::from_millis);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if self.fail || model == "mock-fail" {
+            let message = "the mock provider was told to fail".to_owned();
+            return Err(ProviderError::new(NAME, ErrorKind::Status { status: 503, message }));
+        }
+        let call = tool_call(&request);
+        let answer = if call.is_some() {
+            String::new()
+        } else {
+            answer(&request)
+        };
+        let generated = answer.len() + call.as_ref().map_or(0, |c| c.arguments.len());
+        let usage = Usage::estimate(request.prompt_chars(), generated);
+        let finish = if call.is_some() {
+            FinishReason::ToolCalls
+        } else {
+            FinishReason::Stop
+        };
+        let end = StreamEnd {
+            usage,
+            cost_usd: self.prices.lookup(&model).map_or(0.0, |p| p.cost(usage)),
+            finish_reason: Some(finish),
+        };
+        let cut = model == "mock-cut";
+        if request.stream {
+            let stream = word_stream(&answer, call, (!cut).then_some(end));
+            return Ok(ChatResponse::Stream(ChatStream::new(NAME, model, stream)));
+        }
+        if cut {
+            return Err(ProviderError::cut(NAME, "the mock provider was told to cut"));
+        }
+        Ok(ChatResponse::Complete(Completion {
+            content: answer,
+            tool_calls: call.into_iter().collect(),
+            provider: NAME,
+            model,
+            usage: end.usage,
+            cost_usd: end.cost_usd,
+            finish_reason: end.finish_reason,
+            meta: Default::default(),
+        }))
     }
 }
 

@@ -8,11 +8,9 @@
 //! choices, before `data: [DONE]`; streamed `delta.tool_calls` fragments are
 //! passed on as [`ToolCallDelta`]s.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -23,6 +21,7 @@ use crate::chat::{
 };
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
+use crate::provider::{ChatApi, Provider};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
@@ -41,13 +40,11 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 ///     ProviderConfig::new(DEFAULT_BASE_URL, "gpt-4o-mini").api_key("sk-..."),
 /// );
 /// ```
-#[derive(Clone, Debug)]
-pub struct OpenAiCompatible {
-    inner: Arc<Inner>,
-}
+pub type OpenAiCompatible = Provider<OpenAiApi>;
 
+/// What a call to an OpenAI-compatible API does.
 #[derive(Debug)]
-struct Inner {
+pub struct OpenAiApi {
     provider: &'static str,
     endpoint: Endpoint,
     config: ProviderConfig,
@@ -64,7 +61,7 @@ pub(crate) enum Dialect {
     },
 }
 
-impl OpenAiCompatible {
+impl Provider<OpenAiApi> {
     /// OpenAI itself (or any server that speaks its API).
     pub fn openai(config: ProviderConfig) -> Self {
         Self::new(NAME, config, Dialect::OpenAi)
@@ -72,32 +69,16 @@ impl OpenAiCompatible {
 
     pub(crate) fn new(provider: &'static str, config: ProviderConfig, dialect: Dialect) -> Self {
         let endpoint = config.endpoint("/chat/completions");
-        Self {
-            inner: Arc::new(Inner {
-                provider,
-                endpoint,
-                config,
-                dialect,
-            }),
-        }
+        Self::from_api(OpenAiApi {
+            provider,
+            endpoint,
+            config,
+            dialect,
+        })
     }
 }
 
-impl tower::Service<ChatRequest> for OpenAiCompatible {
-    type Response = ChatResponse;
-    type Error = ProviderError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: ChatRequest) -> Self::Future {
-        Box::pin(self.inner.clone().chat(request))
-    }
-}
-
-impl Inner {
+impl ChatApi for OpenAiApi {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
         let mut http = self.config.bearer(self.provider, self.config.post())?;
@@ -148,7 +129,9 @@ impl Inner {
             tool_calls,
         )))
     }
+}
 
+impl OpenAiApi {
     fn body(&self, model: &str, request: &ChatRequest) -> Vec<u8> {
         let openrouter = matches!(self.dialect, Dialect::OpenRouter { .. });
         // OpenRouter's roles are the older four: a developer message is a system one.
@@ -361,25 +344,30 @@ impl WireToolCall {
     }
 }
 
+/// A streamed chunk, its strings borrowed from the line where they need no
+/// unescaping: the text is copied once, into its [`Chunk::Delta`].
 #[derive(Deserialize)]
-struct WireChunk {
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<WireChunkChoice>,
+struct WireChunk<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Vec<WireChunkChoice<'a>>,
     usage: Option<WireUsage>,
     error: Option<WireError>,
 }
 
 #[derive(Deserialize)]
-struct WireChunkChoice {
-    #[serde(default)]
-    delta: WireDelta,
-    finish_reason: Option<String>,
+struct WireChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: WireDelta<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
-struct WireDelta {
-    content: Option<String>,
+struct WireDelta<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "crate::chat::nullable")]
     tool_calls: Vec<WireToolCall>,
 }

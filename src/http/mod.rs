@@ -1,6 +1,7 @@
 //! The axum edge: routes, and nothing of LLM logic (that is the chat stack's).
 
 mod chat;
+mod frame;
 pub mod head_limits;
 mod log;
 mod names;

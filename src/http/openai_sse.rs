@@ -13,6 +13,7 @@ use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, StreamE
 use futures_core::Stream;
 use serde::Serialize;
 
+use super::frame::TextFrames;
 use super::log::RequestLog;
 use crate::error::ApiError;
 use crate::shutdown::CutoffWatch;
@@ -30,6 +31,7 @@ pub(super) struct OpenAiFrames {
     first: Option<Option<Result<Chunk, ProviderError>>>,
     chunks: ChatStream,
     pending: VecDeque<Event>,
+    texts: TextFrames,
     done: bool,
     log: RequestLog,
     cutoff: CutoffWatch,
@@ -44,12 +46,29 @@ impl OpenAiFrames {
         log: RequestLog,
         cutoff: CutoffWatch,
     ) -> Self {
+        let texts = TextFrames::new(&ChunkBody {
+            id: &id.id,
+            object: "chat.completion.chunk",
+            created: id.created,
+            model: &chunks.model,
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role: None,
+                    content: Some(TextFrames::SLOT),
+                    tool_calls: None,
+                },
+                finish_reason: None,
+            }],
+            usage: None,
+        });
         let mut frames = Self {
             id,
             include_usage,
             first: Some(first),
             chunks,
             pending: VecDeque::with_capacity(4),
+            texts,
             done: false,
             log,
             cutoff,
@@ -66,8 +85,8 @@ impl OpenAiFrames {
         frames
     }
 
-    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&FinishReason>) -> Event {
-        self.event(&ChunkBody {
+    fn chunk(&mut self, delta: Delta<'_>, finish_reason: Option<&FinishReason>) -> Event {
+        let body = ChunkBody {
             id: &self.id.id,
             object: "chat.completion.chunk",
             created: self.id.created,
@@ -78,25 +97,14 @@ impl OpenAiFrames {
                 finish_reason,
             }],
             usage: None,
-        })
-    }
-
-    fn event<T: Serialize>(&self, body: &T) -> Event {
-        // Serialised straight into the frame's buffer.
-        Event::default().json_data(body).expect("chunks always serialise")
+        };
+        self.texts.buffer().json(&body)
     }
 
     fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {
         match item {
             Some(Ok(Chunk::Delta(text))) => {
-                let event = self.chunk(
-                    Delta {
-                        role: None,
-                        content: Some(&text),
-                        tool_calls: None,
-                    },
-                    None,
-                );
+                let event = self.texts.text(&text);
                 self.pending.push_back(event);
             }
             Some(Ok(Chunk::ToolCall(call))) => {
@@ -131,7 +139,7 @@ impl OpenAiFrames {
         );
         self.pending.push_back(finish);
         if self.include_usage {
-            let usage = self.event(&ChunkBody {
+            let usage = self.texts.buffer().json(&ChunkBody {
                 id: &self.id.id,
                 object: "chat.completion.chunk",
                 created: self.id.created,
@@ -155,7 +163,8 @@ impl OpenAiFrames {
         let charged = self.chunks.cut_charge.get();
         self.log.failed(Some(self.chunks.provider), &error, charged);
         let body = serde_json::json!({"error": {"message": error.message, "type": "api_error", "code": error.kind}});
-        self.pending.push_back(self.event(&body));
+        let event = self.texts.buffer().json(&body);
+        self.pending.push_back(event);
         self.done = true;
     }
 }

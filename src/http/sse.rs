@@ -9,6 +9,7 @@ use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, ToolCal
 use futures_core::Stream;
 use serde::Serialize;
 
+use super::frame::{FrameBuffer, TextFrames};
 use super::log::RequestLog;
 use crate::error::{ApiError, ErrorDetail};
 use crate::shutdown::CutoffWatch;
@@ -18,6 +19,7 @@ use crate::shutdown::CutoffWatch;
 pub(super) struct SseFrames {
     first: Option<Result<Chunk, ProviderError>>,
     chunks: ChatStream,
+    texts: TextFrames,
     done: bool,
     log: RequestLog,
     cutoff: CutoffWatch,
@@ -31,9 +33,15 @@ impl SseFrames {
         log: RequestLog,
         cutoff: CutoffWatch,
     ) -> Self {
+        let texts = TextFrames::new(&DeltaFrame {
+            content: TextFrames::SLOT,
+            model: &chunks.model,
+            provider: chunks.provider,
+        });
         Self {
             first,
             chunks,
+            texts,
             done: false,
             log,
             cutoff,
@@ -43,15 +51,9 @@ impl SseFrames {
     fn frame(&mut self, item: Option<Result<Chunk, ProviderError>>) -> Event {
         let (model, provider) = (self.chunks.model.as_str(), self.chunks.provider);
         let frame = match item {
-            Some(Ok(Chunk::Delta(text))) => {
-                return json(&DeltaFrame {
-                    content: &text,
-                    model,
-                    provider,
-                })
-            }
+            Some(Ok(Chunk::Delta(text))) => return self.texts.text(&text),
             Some(Ok(Chunk::ToolCall(tool_call))) => {
-                return json(&ToolCallFrame {
+                return self.texts.buffer().json(&ToolCallFrame {
                     tool_call: &tool_call,
                     model,
                     provider,
@@ -59,7 +61,7 @@ impl SseFrames {
             }
             Some(Ok(Chunk::End(end))) => {
                 self.log.served(provider, model, end.usage, end.cost_usd);
-                json(&DoneFrame {
+                self.texts.buffer().json(&DoneFrame {
                     done: true,
                     finish_reason: end.finish_reason.as_ref().unwrap_or(&FinishReason::Stop),
                     model,
@@ -86,7 +88,7 @@ impl SseFrames {
         self.chunks.cut();
         let charged = self.chunks.cut_charge.get();
         self.log.failed(Some(self.chunks.provider), error, charged);
-        error_frame(error)
+        error_frame(self.texts.buffer(), error)
     }
 }
 
@@ -146,19 +148,14 @@ struct DoneFrame<'a> {
     cost_usd: f64,
 }
 
-fn error_frame(error: &ApiError) -> Event {
+fn error_frame(buffer: &mut FrameBuffer, error: &ApiError) -> Event {
     #[derive(Serialize)]
     struct ErrorFrame<'a> {
         done: bool,
         error: ErrorDetail<'a>,
     }
-    json(&ErrorFrame {
+    buffer.json(&ErrorFrame {
         done: true,
         error: error.detail(),
     })
-}
-
-/// `value` as a `data:` frame, serialised straight into the frame's buffer.
-fn json<T: Serialize>(value: &T) -> Event {
-    Event::default().json_data(value).expect("frames always serialise")
 }

@@ -11,11 +11,16 @@ use tower::BoxError;
 use super::ledger::Commit;
 use super::settle::SettleStream;
 use super::state::Reservation;
+use crate::gate::{RefuseOrCall, Unchanged};
 use crate::observe::observe;
 
+/// The future of [`Budget`](super::Budget).
+pub type ResponseFuture<F> = RefuseOrCall<Settled<F>, Unchanged, Result<ChatResponse, BoxError>>;
+
 pin_project! {
-    /// The future of [`Budget`](super::Budget).
-    pub struct ResponseFuture<F> {
+    /// An admitted call, then the wait for its spend to be durable; a stream
+    /// is settled when it ends.
+    pub struct Settled<F> {
         #[pin]
         state: State<F>,
     }
@@ -24,14 +29,13 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Refused { error: Option<BoxError> },
         Calling { #[pin] future: F, reservation: Option<Reservation> },
         Committing { commit: Commit, response: Option<ChatResponse> },
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn called(future: F, reservation: Reservation) -> Self {
+impl<F> Settled<F> {
+    pub(super) fn new(future: F, reservation: Reservation) -> Self {
         Self {
             state: State::Calling {
                 future,
@@ -39,15 +43,9 @@ impl<F> ResponseFuture<F> {
             },
         }
     }
-
-    pub(super) fn refused(error: BoxError) -> Self {
-        Self {
-            state: State::Refused { error: Some(error) },
-        }
-    }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, E> Future for Settled<F>
 where
     F: Future<Output = Result<ChatResponse, E>>,
     E: Into<BoxError>,
@@ -58,9 +56,6 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Refused { error } => {
-                    return Poll::Ready(Err(error.take().expect("polled after completion")))
-                }
                 StateProj::Calling { future, reservation } => {
                     // An error drops the reservation, which releases it.
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;

@@ -44,7 +44,9 @@ use chrysalis_services::pricing::Unpriced;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
-pub use future::ResponseFuture;
+use crate::gate::Unchanged;
+
+pub use future::{ResponseFuture, Settled};
 pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
 pub use sqlite::{Durability, SqliteLedger};
 pub use state::{SystemClock, Totals, UsageReport, WallClock, WindowReport};
@@ -204,8 +206,8 @@ where
         // The cap reserved for is the cap sent: no answer can run past it.
         request.max_tokens.get_or_insert(self.state.default_max_tokens());
         match self.state.reserve(&request) {
-            Ok(reservation) => ResponseFuture::called(self.inner.call(request), reservation),
-            Err(refused) => ResponseFuture::refused(refused),
+            Ok(reservation) => ResponseFuture::called(Settled::new(self.inner.call(request), reservation), Unchanged),
+            Err(refused) => ResponseFuture::refused(Err(refused)),
         }
     }
 }

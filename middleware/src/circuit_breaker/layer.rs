@@ -108,7 +108,7 @@ where
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         match self.breaker.admit() {
             Ok(ticket) => ResponseFuture::called(self.inner.call(request), ticket),
-            Err(open) => ResponseFuture::refused(open),
+            Err(open) => ResponseFuture::refused(Err(open.into())),
         }
     }
 }

@@ -30,7 +30,7 @@ mod state;
 
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer};
-pub use state::{CircuitHandle, CircuitState};
+pub use state::{CircuitHandle, CircuitState, Ticket};
 
 #[cfg(test)]
 mod tests;

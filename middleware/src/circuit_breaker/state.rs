@@ -170,7 +170,7 @@ fn log_transition(provider: &'static str, from: &State, to: &State) {
 
 /// One admitted call; reports its verdict exactly once, `Unknown` if dropped.
 #[derive(Debug)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     breaker: Arc<Breaker>,
     admission: Admission,
     verdict: Option<Verdict>,

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
-pub use future::ResponseFuture;
+pub use future::{MarkLeft, ResponseFuture};
 use limiter::Limiter;
 
 /// Applies a token bucket; every service made by one layer shares its buckets.
@@ -86,8 +86,8 @@ where
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         match self.limiter.check(&request.agent_id) {
-            Ok(left) => ResponseFuture::admitted(self.inner.call(request), left),
-            Err(limited) => ResponseFuture::refused(limited),
+            Ok(left) => ResponseFuture::called(self.inner.call(request), MarkLeft(left)),
+            Err(limited) => ResponseFuture::refused(Err(limited.into())),
         }
     }
 }

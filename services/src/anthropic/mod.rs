@@ -11,10 +11,7 @@
 mod request;
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +19,7 @@ use serde_json::Value;
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
+use crate::provider::{ChatApi, Provider};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol, SseParser};
 
@@ -44,42 +42,24 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 ///     ProviderConfig::new(DEFAULT_BASE_URL, "claude-3-5-haiku-latest").api_key("sk-ant-..."),
 /// );
 /// ```
-#[derive(Clone, Debug)]
-pub struct Anthropic {
-    inner: Arc<Inner>,
-}
+pub type Anthropic = Provider<AnthropicApi>;
 
+/// What a call to the API does.
 #[derive(Debug)]
-struct Inner {
+pub struct AnthropicApi {
     endpoint: Endpoint,
     config: ProviderConfig,
 }
 
-impl Anthropic {
+impl Provider<AnthropicApi> {
     /// An Anthropic service.
     pub fn new(config: ProviderConfig) -> Self {
         let endpoint = config.endpoint("/v1/messages");
-        Self {
-            inner: Arc::new(Inner { endpoint, config }),
-        }
+        Self::from_api(AnthropicApi { endpoint, config })
     }
 }
 
-impl tower::Service<ChatRequest> for Anthropic {
-    type Response = ChatResponse;
-    type Error = ProviderError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: ChatRequest) -> Self::Future {
-        Box::pin(self.inner.clone().chat(request))
-    }
-}
-
-impl Inner {
+impl ChatApi for AnthropicApi {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
         let body = request::WireRequest::new(&model, &request)?;

@@ -8,10 +8,7 @@
 mod request;
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +16,7 @@ use serde_json::Value;
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
+use crate::provider::{ChatApi, Provider};
 use crate::tally::Tally;
 use crate::wire::{DecodeStream, Protocol};
 
@@ -35,42 +33,24 @@ pub const DEFAULT_MODEL: &str = "llama3.2";
 /// use chrysalis_services::{ollama::{Ollama, DEFAULT_BASE_URL}, ProviderConfig};
 /// let ollama = Ollama::new(ProviderConfig::new(DEFAULT_BASE_URL, "llama3.2"));
 /// ```
-#[derive(Clone, Debug)]
-pub struct Ollama {
-    inner: Arc<Inner>,
-}
+pub type Ollama = Provider<OllamaApi>;
 
+/// What a call to the API does.
 #[derive(Debug)]
-struct Inner {
+pub struct OllamaApi {
     endpoint: Endpoint,
     config: ProviderConfig,
 }
 
-impl Ollama {
+impl Provider<OllamaApi> {
     /// An Ollama service.
     pub fn new(config: ProviderConfig) -> Self {
         let endpoint = config.endpoint("/api/chat");
-        Self {
-            inner: Arc::new(Inner { endpoint, config }),
-        }
+        Self::from_api(OllamaApi { endpoint, config })
     }
 }
 
-impl tower::Service<ChatRequest> for Ollama {
-    type Response = ChatResponse;
-    type Error = ProviderError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, ProviderError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProviderError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: ChatRequest) -> Self::Future {
-        Box::pin(self.inner.clone().chat(request))
-    }
-}
-
-impl Inner {
+impl ChatApi for OllamaApi {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
         let body = request::WireRequest::new(&model, &request)?;
