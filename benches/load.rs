@@ -2,8 +2,11 @@
 //! directly and through the real `gateway` binary in front of it, in one run.
 //!
 //! `cargo bench --bench load` prints one table: requests/s, p50 and p99
-//! latency, the latency the gateway adds, and its peak RSS; then the memory
-//! of 1,000 concurrent open streams.
+//! latency (to the first chunk, for streams) and to the last byte, the
+//! latency the gateway adds, the CPU time the gateway process spends per
+//! request (which, unlike the ratio to the direct rate, does not depend on
+//! how much of the two cores the load generator takes), and its peak RSS;
+//! then the memory of 1,000 concurrent open streams.
 //!
 //! Knobs, for comparing runs: `LOAD_SECONDS` (per row, default 3),
 //! `LOAD_CHUNKS` (text chunks per stream, default 4),
@@ -149,6 +152,16 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
+    /// CPU time the gateway process has used (user and system), from `/proc`.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+        // Linux reports these in USER_HZ, 100 on every mainstream build.
+        Duration::from_millis(ticks * 10)
+    }
+
     fn rss_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
@@ -225,6 +238,8 @@ struct Run {
     latencies: Vec<Duration>,
     /// Whole requests, to the stream's last byte.
     wholes: Vec<Duration>,
+    /// Requests made, the warm-up's among them.
+    all_requests: usize,
 }
 
 impl Run {
@@ -261,8 +276,9 @@ async fn drive(client: &reqwest::Client, url: &str, body: Bytes, mode: Mode, con
     let workers = (0..concurrency).map(|_| {
         let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
         tokio::spawn(async move {
-            let (mut latencies, mut wholes) = (Vec::new(), Vec::new());
+            let (mut latencies, mut wholes, mut made) = (Vec::new(), Vec::new(), 0);
             while Instant::now() < deadline {
+                made += 1;
                 let started = Instant::now();
                 let mut response = client
                     .post(&url)
@@ -285,14 +301,15 @@ async fn drive(client: &reqwest::Client, url: &str, body: Bytes, mode: Mode, con
                     wholes.push(started.elapsed());
                 }
             }
-            (latencies, wholes)
+            (latencies, wholes, made)
         })
     });
-    let (mut latencies, mut wholes) = (Vec::new(), Vec::new());
+    let (mut latencies, mut wholes, mut all_requests) = (Vec::new(), Vec::new(), 0);
     for worker in workers.collect::<Vec<_>>() {
-        let (some, whole) = worker.await.unwrap();
+        let (some, whole, made) = worker.await.unwrap();
         latencies.extend(some);
         wholes.extend(whole);
+        all_requests += made;
     }
     latencies.sort();
     wholes.sort();
@@ -301,6 +318,7 @@ async fn drive(client: &reqwest::Client, url: &str, body: Bytes, mode: Mode, con
         seconds: seconds - 0.3,
         latencies,
         wholes,
+        all_requests,
     }
 }
 
@@ -332,8 +350,8 @@ async fn main() {
         .unwrap();
     let direct = format!("http://{upstream}/v1/chat/completions");
 
-    println!("| path | mode | conc. | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | whole p50 µs | added whole p50 µs | vs direct |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| path | mode | conc. | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | whole p50 µs | added whole p50 µs | gateway CPU µs/req | vs direct |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in [Mode::Json, Mode::Stream] {
         for concurrency in [1, 64] {
             let base = drive(&client, &direct, body("direct", mode), mode, concurrency, seconds).await;
@@ -350,6 +368,7 @@ async fn main() {
                 ),
             ];
             for (name, route) in rows {
+                let cpu_before = gateway.cpu();
                 let run = match route {
                     None => None,
                     Some(route) => {
@@ -357,6 +376,9 @@ async fn main() {
                         Some(drive(&client, &url, body(route, mode), mode, concurrency, seconds).await)
                     }
                 };
+                let cpu = run
+                    .as_ref()
+                    .map(|run| micros(gateway.cpu() - cpu_before) / run.all_requests as f64);
                 let run = run.as_ref().unwrap_or(&base);
                 let added = |q| micros(run.quantile(q)) - micros(base.quantile(q));
                 let whole = micros(quantile(&run.wholes, 0.5));
@@ -367,7 +389,7 @@ async fn main() {
                     "stream (to 1st chunk)"
                 };
                 println!(
-                    "| {name} | {mode_name} | {concurrency} | {:.0} | {:.0} | {:.0} | {} | {} | {whole:.0} | {} | {:.2}x |",
+                    "| {name} | {mode_name} | {concurrency} | {:.0} | {:.0} | {:.0} | {} | {} | {whole:.0} | {} | {} | {:.2}x |",
                     run.rps(),
                     micros(run.quantile(0.5)),
                     micros(run.quantile(0.99)),
@@ -386,6 +408,7 @@ async fn main() {
                     } else {
                         "-".into()
                     },
+                    cpu.map_or("-".into(), |cpu| format!("{cpu:.0}")),
                     run.rps() / base.rps(),
                 );
             }
