@@ -17,6 +17,8 @@ use chrysalis_services::redact::redact;
 use chrysalis_services::{ErrorKind, ProviderError};
 use serde::Serialize;
 
+use crate::http::anthropic_errors::AnthropicShaped;
+
 /// An error on its way to the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -117,6 +119,29 @@ impl ApiError {
             "message": self.message, "type": kind, "code": self.kind, "param": self.param,
         }});
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    /// The error type Anthropic's API gives a response of this status.
+    pub fn anthropic_type(&self) -> &'static str {
+        anthropic_type(self.status)
+    }
+
+    /// The response in Anthropic's error shape:
+    /// `{"type": "error", "error": {"type", "message"}}`, the gateway's own
+    /// type and the provider attempts alongside.
+    pub fn into_anthropic_response(self) -> Response {
+        let body = serde_json::json!({"type": "error", "error": {
+            "type": self.anthropic_type(), "message": self.message, "code": self.kind,
+            "attempts": (!self.attempts.is_empty()).then_some(&self.attempts),
+        }});
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(AnthropicShaped);
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -269,6 +294,22 @@ impl ApiError {
             param: self.param.as_deref(),
             attempts: &self.attempts,
         }
+    }
+}
+
+/// The error type Anthropic's API gives a response of `status`, so its SDKs
+/// raise the class they would.
+pub fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 | 405 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
     }
 }
 

@@ -35,6 +35,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::collector::StatusCollector;
 use crate::config::{Config, ConfigError, DbSync, Origins, RateKey, UnpricedModels};
+use crate::http::anthropic_errors::AnthropicErrorsLayer;
 use crate::http::head_limits::HeadLimitLayer;
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
@@ -95,9 +96,11 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         .layer(PropagateRequestIdLayer::x_request_id())
         // Browsers: preflights answered here, before auth; every answer readable.
         .layer(cors(config))
+        // What the layers below refuse on /v1/messages... is said in Anthropic's shape.
+        .layer(AnthropicErrorsLayer)
         // An oversized URI or head gets a JSON 414 or 431 before any other work.
         .layer(HeadLimitLayer)
-        // /v1/* needs a bearer token; /healthz and /metrics stay open.
+        // /v1/* needs a bearer token (or x-api-key); /healthz and /metrics stay open.
         .option_layer(auth);
     // Chat overload is answered 503 at once; a stream holds its place until it ends.
     let inflight = InFlightLimitLayer::new(config.gateway_max_inflight);

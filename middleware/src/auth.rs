@@ -1,5 +1,6 @@
 //! Bearer-token auth for an HTTP service: requests under a protected prefix
-//! (`/v1/` by default) need `Authorization: Bearer <token>`; anything else
+//! (`/v1/` by default) need `Authorization: Bearer <token>`, or the token as
+//! `x-api-key` (the header Anthropic's SDKs send their key in); anything else
 //! (health, metrics) and CORS preflights pass. Several tokens may be valid at
 //! once, so a token can be rotated without downtime. Tokens are compared in
 //! constant time, and never appear in a response or a log line.
@@ -109,12 +110,13 @@ impl Tokens {
     }
 
     fn admits<B>(&self, request: &Request<B>) -> bool {
-        let Some(given) = request
-            .headers()
+        let headers = request.headers();
+        let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_credentials)
-        else {
+            .and_then(bearer_credentials);
+        let api_key = || headers.get(API_KEY).and_then(|v| v.to_str().ok());
+        let Some(given) = bearer.or_else(api_key) else {
             return false;
         };
         let given = given.trim().as_bytes();
@@ -149,9 +151,11 @@ where
     }
 }
 
+/// The header Anthropic's SDKs carry their key in.
+const API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 fn unauthorized<ResBody: From<String>>() -> Response<ResBody> {
-    let body =
-        r#"{"error":{"type":"unauthorized","message":"a valid `Authorization: Bearer <token>` header is required"}}"#;
+    let body = r#"{"error":{"type":"unauthorized","message":"a valid `Authorization: Bearer <token>` (or `x-api-key`) header is required"}}"#;
     let mut response = Response::new(ResBody::from(body.to_owned()));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
     let headers = response.headers_mut();
@@ -235,6 +239,32 @@ mod tests {
         assert_eq!(status(&layer, Method::GET, "/metrics", None).await, StatusCode::OK);
         assert_eq!(
             status(&layer, Method::OPTIONS, "/v1/preflight", None).await,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_client_may_send_the_token_as_x_api_key() {
+        let layer = BearerAuthLayer::new(["new-token"]).unwrap();
+        let call = |headers: &[(&str, &str)]| {
+            let service = layer.layer(service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+            let mut request = Request::builder().method(Method::POST).uri("/v1/messages");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            async move { service.oneshot(request.body(()).unwrap()).await.unwrap().status() }
+        };
+        assert_eq!(call(&[("x-api-key", "new-token")]).await, StatusCode::OK);
+        assert_eq!(call(&[("x-api-key", "wrong")]).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&[("x-api-key", "Bearer new-token")]).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // A valid bearer token decides; a stale x-api-key beside it does not matter.
+        assert_eq!(
+            call(&[("authorization", "Bearer new-token"), ("x-api-key", "stale")]).await,
             StatusCode::OK
         );
     }

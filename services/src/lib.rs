@@ -38,8 +38,9 @@ mod upstream;
 mod wire;
 
 pub use chat::{
-    ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Content, CutCharge, FinishReason, ImageUrl,
-    Message, Part, ResponseFormat, ResponseMeta, Role, StreamEnd, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    AnthropicNative, ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Content, CutCharge,
+    FinishReason, ImageUrl, Message, Part, ResponseFormat, ResponseMeta, Role, StreamEnd, Tool, ToolCall,
+    ToolCallDelta, ToolChoice, Usage,
 };
 pub use client::ProviderConfig;
 pub use error::{ErrorKind, ProviderError};

@@ -80,6 +80,7 @@ impl Provider<OpenAiApi> {
 
 impl ChatApi for OpenAiApi {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.refuse_what_it_lacks(&request)?;
         let model = self.config.model(&request.model).to_owned();
         let mut http = self.config.bearer(self.provider, self.config.post())?;
         if let Dialect::OpenRouter { headers } = &self.dialect {
@@ -132,6 +133,24 @@ impl ChatApi for OpenAiApi {
 }
 
 impl OpenAiApi {
+    fn refuse_what_it_lacks(&self, request: &ChatRequest) -> Result<(), ProviderError> {
+        if let Some(what) = request.anthropic_only() {
+            return Err(ProviderError::unsupported(
+                self.provider,
+                what,
+                "only Anthropic takes it",
+            ));
+        }
+        if request.top_k.is_some() && matches!(self.dialect, Dialect::OpenAi) {
+            return Err(ProviderError::unsupported(
+                self.provider,
+                "top_k",
+                "OpenAI has no top-k sampling",
+            ));
+        }
+        Ok(())
+    }
+
     fn body(&self, model: &str, request: &ChatRequest) -> Vec<u8> {
         let openrouter = matches!(self.dialect, Dialect::OpenRouter { .. });
         // OpenRouter's roles are the older four: a developer message is a system one.
@@ -153,6 +172,7 @@ impl OpenAiApi {
             messages: &messages,
             temperature: request.temperature,
             top_p: request.top_p,
+            top_k: request.top_k,
             // OpenAI's reasoning models refuse `max_tokens`; OpenRouter knows only it.
             max_completion_tokens: request.max_tokens.filter(|_| !openrouter),
             max_tokens: request.max_tokens.filter(|_| openrouter),
@@ -238,6 +258,9 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
+    /// OpenRouter's; refused for OpenAI before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -142,9 +142,16 @@ pub(super) fn sse_response<S>(frames: S, meta: ResponseMeta) -> Response
 where
     S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    let mut response = Sse::new(frames)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
+    sse_response_with(frames, meta, Event::default().comment(""))
+}
+
+/// An SSE response of `frames`, sending `keep_alive` when idle.
+pub(super) fn sse_response_with<S>(frames: S, meta: ResponseMeta, keep_alive: Event) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15)).event(keep_alive);
+    let mut response = Sse::new(frames).keep_alive(keep_alive).into_response();
     meta_headers(meta, response.headers_mut());
     response
 }

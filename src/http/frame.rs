@@ -15,14 +15,23 @@ pub(super) struct FrameBuffer(Vec<u8>);
 impl FrameBuffer {
     /// `value` as a `data:` event.
     pub(super) fn json<T: Serialize>(&mut self, value: &T) -> Event {
-        self.0.clear();
-        serde_json::to_writer(&mut self.0, value).expect("frames always serialise");
-        self.event()
+        self.named(None, value)
     }
 
-    fn event(&self) -> Event {
+    /// `value` as a `data:` event of type `name` (`event: name`).
+    pub(super) fn named<T: Serialize>(&mut self, name: Option<&'static str>, value: &T) -> Event {
+        self.0.clear();
+        serde_json::to_writer(&mut self.0, value).expect("frames always serialise");
+        self.event(name)
+    }
+
+    fn event(&self, name: Option<&'static str>) -> Event {
+        let event = match name {
+            Some(name) => Event::default().event(name),
+            None => Event::default(),
+        };
         // Serialised JSON has every line end escaped: the event is one `data:` line.
-        Event::default().data(self.as_str())
+        event.data(self.as_str())
     }
 
     fn as_str(&self) -> &str {
@@ -33,6 +42,7 @@ impl FrameBuffer {
 /// The frames of a stream's text deltas: `before`, the text as a JSON
 /// string, `after`.
 pub(super) struct TextFrames {
+    name: Option<&'static str>,
     before: Box<[u8]>,
     after: Box<[u8]>,
     buffer: FrameBuffer,
@@ -42,6 +52,11 @@ impl TextFrames {
     /// Frames that put each text where `template`, serialised, has
     /// [`TextFrames::SLOT`] (which it holds once).
     pub(super) fn new<T: Serialize>(template: &T) -> Self {
+        Self::named(None, template)
+    }
+
+    /// Frames of events of type `name`, else as [`TextFrames::new`].
+    pub(super) fn named<T: Serialize>(name: Option<&'static str>, template: &T) -> Self {
         let whole = serde_json::to_vec(template).expect("frames always serialise");
         let slot = serde_json::to_vec(Self::SLOT).expect("a string serialises");
         let at = whole
@@ -49,6 +64,7 @@ impl TextFrames {
             .position(|w| w == slot.as_slice())
             .expect("the template holds the slot");
         Self {
+            name,
             before: whole[..at].into(),
             after: whole[at + slot.len()..].into(),
             buffer: FrameBuffer::default(),
@@ -61,7 +77,7 @@ impl TextFrames {
     /// The frame of one text delta.
     pub(super) fn text(&mut self, text: &str) -> Event {
         self.write(text);
-        self.buffer.event()
+        self.buffer.event(self.name)
     }
 
     fn write(&mut self, text: &str) -> &str {

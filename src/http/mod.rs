@@ -1,9 +1,13 @@
 //! The axum edge: routes, and nothing of LLM logic (that is the chat stack's).
 
+pub mod anthropic_errors;
 mod chat;
 mod frame;
 pub mod head_limits;
 mod log;
+mod messages;
+mod messages_request;
+mod messages_sse;
 mod names;
 mod openai;
 mod openai_sse;
@@ -44,10 +48,12 @@ pub fn router(state: AppState, inflight: InFlightLimitLayer) -> Router {
         .route("/v1/chat", post(chat::complete))
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/chat/completions", post(openai::completions))
+        .route("/v1/messages", post(messages::messages))
         .route_layer(inflight);
     Router::new()
         .merge(chat)
         .route("/healthz", get(healthz))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(openai::models))
         .route("/v1/usage", get(status::usage))
         .route("/v1/providers", get(status::providers))

@@ -77,17 +77,23 @@ pub(super) async fn completions(
     }
 }
 
-/// `GET /v1/models`: the configured providers' models.
-pub(super) async fn models(State(state): State<AppState>) -> Json<Value> {
+/// `GET /v1/models`: the configured providers' models, as OpenAI lists them,
+/// or as Anthropic does for a client that sends `anthropic-version`.
+pub(super) async fn models(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
     let mut seen = std::collections::HashSet::new();
-    let data: Vec<Value> = state
-        .status
-        .providers
-        .iter()
-        .filter(|p| seen.insert(p.model.clone()))
-        .map(|p| json!({"id": p.model, "object": "model", "created": 0, "owned_by": p.name}))
+    let models = state.status.providers.iter().filter(|p| seen.insert(p.model.clone()));
+    if !headers.contains_key("anthropic-version") {
+        let data: Vec<Value> = models
+            .map(|p| json!({"id": p.model, "object": "model", "created": 0, "owned_by": p.name}))
+            .collect();
+        return Json(json!({"object": "list", "data": data}));
+    }
+    let data: Vec<Value> = models
+        .map(|p| json!({"type": "model", "id": p.model, "display_name": p.model, "created_at": "1970-01-01T00:00:00Z"}))
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    Json(json!({"data": data, "has_more": false, "first_id": first, "last_id": last}))
 }
 
 #[derive(Deserialize)]

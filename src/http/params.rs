@@ -83,7 +83,7 @@ impl Params {
     }
 }
 
-fn in_range(param: &'static str, value: Option<f32>, low: f32, high: f32) -> Result<(), ApiError> {
+pub(super) fn in_range(param: &'static str, value: Option<f32>, low: f32, high: f32) -> Result<(), ApiError> {
     match value {
         Some(v) if !(low..=high).contains(&v) => {
             Err(invalid(param, format!("`{param}` must be between {low} and {high}")))
@@ -92,7 +92,7 @@ fn in_range(param: &'static str, value: Option<f32>, low: f32, high: f32) -> Res
     }
 }
 
-fn check_tools(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<(), ApiError> {
+pub(super) fn check_tools(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<(), ApiError> {
     if tools.len() > MAX_TOOLS {
         return Err(invalid("tools", format!("at most {MAX_TOOLS} tools")));
     }

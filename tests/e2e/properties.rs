@@ -16,7 +16,13 @@ use tower::ServiceExt;
 
 use crate::support::temp_db;
 
-const ROUTES: [&str; 3] = ["/v1/chat", "/v1/chat/stream", "/v1/chat/completions"];
+const ROUTES: [&str; 5] = [
+    "/v1/chat",
+    "/v1/chat/stream",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+];
 
 fn app() -> Router {
     let db = temp_db();
@@ -57,6 +63,24 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// A full, valid call to `route`: every field it knows, so a change to one
 /// reaches that field's own parsing.
 fn valid_call(route: &str) -> Value {
+    if route.starts_with("/v1/messages") {
+        return json!({
+            "model": "mock-1", "max_tokens": 50,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather",
+                    "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}]},
+                {"role": "user", "content": "Thanks."}
+            ],
+            "tools": [{"name": "get_weather", "description": "d",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "tool_choice": {"type": "auto"}, "temperature": 0.5, "top_p": 0.9, "top_k": 5,
+            "stop_sequences": ["END"], "metadata": {"user_id": "u"}
+        });
+    }
     let mut call = json!({
         "model": "mock-1", "agent_id": "prop",
         "messages": [
@@ -79,7 +103,11 @@ fn valid_call(route: &str) -> Value {
     call
 }
 
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 22] = [
+    "system",
+    "stop_sequences",
+    "top_k",
+    "metadata",
     "model",
     "agent_id",
     "messages",
@@ -100,16 +128,31 @@ const FIELDS: [&str; 18] = [
     "unknown_field",
 ];
 const MESSAGE_FIELDS: [&str; 6] = ["role", "content", "tool_calls", "tool_call_id", "name", "extra"];
+/// What is in an Anthropic message's content blocks.
+const BLOCK_FIELDS: [&str; 8] = [
+    "type",
+    "text",
+    "source",
+    "id",
+    "input",
+    "tool_use_id",
+    "content",
+    "name",
+];
 
-/// A valid call to `route` with one of its fields, or one message's, set to `value`.
+/// A valid call to `route` with one of its fields, one message's, or
+/// (Anthropic's) one content block's, set to `value`.
 fn changed_call(route: &'static str) -> impl Strategy<Value = Value> {
-    let change = (any::<bool>(), any::<prop::sample::Index>(), 0..4usize, any_json());
-    change.prop_map(move |(in_message, field, message, value)| {
+    let change = (0..3usize, any::<prop::sample::Index>(), 0..4usize, any_json());
+    change.prop_map(move |(depth, field, message, value)| {
         let mut call = valid_call(route);
-        if in_message {
-            call["messages"][message][*field.get(&MESSAGE_FIELDS)] = value;
-        } else {
-            call[*field.get(&FIELDS)] = value;
+        match depth {
+            0 => call[*field.get(&FIELDS)] = value,
+            1 => call["messages"][message][*field.get(&MESSAGE_FIELDS)] = value,
+            _ => match call["messages"][message]["content"].as_array_mut() {
+                Some(blocks) => blocks[0][*field.get(&BLOCK_FIELDS)] = value,
+                None => call["messages"][message]["content"] = value,
+            },
         }
         call
     })

@@ -62,10 +62,23 @@ impl Provider<AnthropicApi> {
 impl ChatApi for AnthropicApi {
     async fn chat(self: Arc<Self>, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.config.model(&request.model).to_owned();
-        let body = request::WireRequest::new(&model, &request)?;
-        let answer_tool = body.answer_tool.map(str::to_owned);
-        let body = serde_json::to_vec(&body).expect("a request always serialises");
-        let mut http = self.config.post().header("anthropic-version", API_VERSION);
+        let (body, answer_tool) = match &request.anthropic {
+            Some(native) => (request::native_body(native, &model, &request), None),
+            None => {
+                let body = request::WireRequest::new(&model, &request)?;
+                let answer_tool = body.answer_tool.map(str::to_owned);
+                (
+                    serde_json::to_vec(&body).expect("a request always serialises"),
+                    answer_tool,
+                )
+            }
+        };
+        let native = request.anthropic.as_deref();
+        let version = native.and_then(|n| n.version.as_deref()).unwrap_or(API_VERSION);
+        let mut http = self.config.post().header("anthropic-version", version);
+        if let Some(beta) = native.and_then(|n| n.beta.as_deref()) {
+            http = http.header("anthropic-beta", beta);
+        }
         if let Some(key) = &self.config.api_key {
             http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
         }
@@ -85,7 +98,9 @@ impl ChatApi for AnthropicApi {
         tally.served_by(Some(&wire.model));
         tally.usage = Some(wire.usage.into());
         let structured = answer_tool.is_some();
-        tally.finish_reason = wire.stop_reason.map(|r| finish_reason(r, structured));
+        tally.finish_reason = wire
+            .stop_reason
+            .map(|r| finish_reason(r, wire.stop_sequence, structured));
         let mut content = String::new();
         let mut tool_calls = Vec::new();
         for block in wire.content {
@@ -110,8 +125,9 @@ impl ChatApi for AnthropicApi {
 
 /// Anthropic's stop reasons in OpenAI's words, which the gateway speaks. A
 /// structured answer stops at its tool use: for the client, that is its end.
-fn finish_reason(stop_reason: String, structured: bool) -> FinishReason {
+fn finish_reason(stop_reason: String, stop_sequence: Option<String>, structured: bool) -> FinishReason {
     match stop_reason.as_str() {
+        "stop_sequence" if !structured => stop_sequence.map_or(FinishReason::Stop, FinishReason::StopSequence),
         "end_turn" | "stop_sequence" => FinishReason::Stop,
         "max_tokens" => FinishReason::Length,
         "tool_use" if structured => FinishReason::Stop,
@@ -218,8 +234,13 @@ impl Protocol for EventProtocol {
                 _ => {}
             },
             "message_delta" => {
-                if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
-                    self.tally.finish_reason = Some(finish_reason(reason, self.answer.is_some()));
+                if let Some(WireDelta {
+                    stop_reason: Some(reason),
+                    stop_sequence,
+                    ..
+                }) = event.delta
+                {
+                    self.tally.finish_reason = Some(finish_reason(reason, stop_sequence, self.answer.is_some()));
                 }
                 if let Some(usage) = event.usage {
                     let total = self.tally.usage.get_or_insert_with(Usage::default);
@@ -251,6 +272,7 @@ struct WireResponse {
     #[serde(default)]
     content: Vec<WireBlock>,
     stop_reason: Option<String>,
+    stop_sequence: Option<String>,
     usage: WireUsage,
 }
 
@@ -331,6 +353,7 @@ struct WireDelta {
     text: Option<String>,
     partial_json: Option<String>,
     stop_reason: Option<String>,
+    stop_sequence: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{DEFAULT_MAX_TOKENS, NAME};
-use crate::chat::{ChatRequest, Content, ImageUrl, Message, Part, ResponseFormat, Role, Tool, ToolChoice};
+use crate::chat::{
+    AnthropicNative, ChatRequest, Content, ImageUrl, Message, Part, ResponseFormat, Role, Tool, ToolChoice,
+};
 use crate::error::ProviderError;
 
 #[derive(Serialize)]
@@ -23,6 +25,8 @@ pub(super) struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -126,6 +130,7 @@ impl<'a> WireRequest<'a> {
             messages: turns(&request.messages)?,
             temperature: request.temperature,
             top_p: request.top_p,
+            top_k: request.top_k,
             stop_sequences: &request.stop,
             tools: request.tools.iter().map(WireTool::from).collect(),
             tool_choice: tool_choice(request),
@@ -144,6 +149,20 @@ impl<'a> WireRequest<'a> {
         }
         Ok(wire)
     }
+}
+
+/// An Anthropic client's own body, as it wrote it, but for what the gateway
+/// decides: the model served, the output cap (the one the budget reserved
+/// for) and whether to stream.
+pub(super) fn native_body(native: &AnthropicNative, model: &str, request: &ChatRequest) -> Vec<u8> {
+    let mut body = native.body.clone();
+    body.insert("model".into(), model.into());
+    body.insert(
+        "max_tokens".into(),
+        request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
+    );
+    body.insert("stream".into(), request.stream.into());
+    serde_json::to_vec(&body).expect("a JSON object always serialises")
 }
 
 /// The tool that carries a structured answer: the schema (any object for

@@ -34,6 +34,8 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Nucleus sampling: the probability mass sampled from.
     pub top_p: Option<f32>,
+    /// Sampling from the `top_k` likeliest tokens only (not on OpenAI).
+    pub top_k: Option<u32>,
     /// Sequences that end generation.
     pub stop: Arc<[String]>,
     /// For deterministic sampling, where the provider offers it.
@@ -54,6 +56,38 @@ pub struct ChatRequest {
     pub reasoning_effort: Option<ReasoningEffort>,
     /// The end user, for the provider's abuse monitoring.
     pub user: Option<String>,
+    /// The request as an Anthropic Messages client wrote it, when one did.
+    pub anthropic: Option<Arc<AnthropicNative>>,
+}
+
+/// A request as an Anthropic Messages client sent it. The Anthropic provider
+/// sends this body (with the gateway's `model`, `max_tokens` and `stream`),
+/// so every block and option reaches it as written, `cache_control` among
+/// them; other providers read the request's translated fields, and refuse
+/// what only Anthropic does.
+#[derive(Debug, Clone, Default)]
+pub struct AnthropicNative {
+    /// The JSON body.
+    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The client's `anthropic-version` header.
+    pub version: Option<String>,
+    /// The client's `anthropic-beta` header.
+    pub beta: Option<String>,
+    /// What in the body only Anthropic can do (a block type, a parameter,
+    /// a server tool), named as the client wrote it.
+    pub anthropic_only: Option<String>,
+    /// Bytes of the prompt the translated fields do not carry (those
+    /// blocks and parameters), so the budget bounds them too; a block that
+    /// names a stored file counts as `usize::MAX`, since only the model's
+    /// context window bounds it.
+    pub untranslated_bytes: usize,
+}
+
+impl ChatRequest {
+    /// What in an Anthropic client's request only Anthropic can do, if anything.
+    pub fn anthropic_only(&self) -> Option<&str> {
+        self.anthropic.as_ref()?.anthropic_only.as_deref()
+    }
 }
 
 impl ChatRequest {
@@ -78,7 +112,8 @@ impl ChatRequest {
             }
             _ => 0,
         };
-        messages + tools + format + self.stop.iter().map(String::len).sum::<usize>()
+        let untranslated = self.anthropic.as_ref().map_or(0, |n| n.untranslated_bytes);
+        (messages + tools + format + self.stop.iter().map(String::len).sum::<usize>()).saturating_add(untranslated)
     }
 
     /// Images in the prompt.

@@ -91,6 +91,8 @@ fn is_zero(n: &u64) -> bool {
 pub enum FinishReason {
     /// It was done, or met a stop sequence.
     Stop,
+    /// It met this stop sequence (when the provider says which: Anthropic).
+    StopSequence(String),
     /// It reached the output cap.
     Length,
     /// It called tools, and waits for their results.
@@ -105,7 +107,7 @@ impl FinishReason {
     /// Its name, as OpenAI spells it.
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Stop => "stop",
+            Self::Stop | Self::StopSequence(_) => "stop",
             Self::Length => "length",
             Self::ToolCalls => "tool_calls",
             Self::ContentFilter => "content_filter",

@@ -52,6 +52,8 @@ struct WireOptions<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<i64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
@@ -87,6 +89,7 @@ impl<'a> WireRequest<'a> {
             options: WireOptions {
                 temperature: request.temperature,
                 top_p: request.top_p,
+                top_k: request.top_k,
                 seed: request.seed,
                 stop: &request.stop,
                 num_predict: request.max_tokens,
@@ -99,6 +102,9 @@ impl<'a> WireRequest<'a> {
 
 fn refuse_what_ollama_lacks(request: &ChatRequest) -> Result<(), ProviderError> {
     let unsupported = |param: &str, why: &str| Err(ProviderError::unsupported(NAME, param, why));
+    if let Some(what) = request.anthropic_only() {
+        return unsupported(what, "only Anthropic takes it");
+    }
     match request.tool_choice {
         Some(ToolChoice::Required | ToolChoice::Function(_)) => {
             return unsupported(
