@@ -27,6 +27,9 @@ pub struct Provider {
     pub local: bool,
     /// Its service, type-erased.
     pub service: ChatService,
+    /// The Anthropic service itself, when it is one, for what is not a chat
+    /// call (counting tokens).
+    pub anthropic: Option<Anthropic>,
 }
 
 /// The providers in failover order, sharing one HTTP client and one price table.
@@ -39,13 +42,17 @@ pub fn build(config: &Config, prices: &Arc<PriceTable>) -> Result<Vec<Provider>,
                 .model
                 .clone()
                 .unwrap_or_else(|| spec.kind.default_model().to_owned());
-            let service = service(config, &spec, &model, &client, prices);
+            let network = network(config, &spec, &model, &client, prices);
+            let anthropic =
+                (spec.kind == ProviderKind::Anthropic).then(|| Anthropic::new(network(&config.anthropic_base_url.0)));
+            let service = service(config, &spec, &model, &network, prices);
             Provider {
                 name: spec.kind.name(),
-                model,
-                pinned: spec.model,
                 local: matches!(spec.kind, ProviderKind::Ollama | ProviderKind::Mock),
                 service,
+                anthropic,
+                model: model.clone(),
+                pinned: spec.model.clone(),
             }
         })
         .collect())
@@ -67,14 +74,15 @@ fn client(config: &Config) -> Result<HttpClient, ConfigError> {
     HttpClient::new(bundle.as_deref()).map_err(|problem| ConfigError { variable, problem })
 }
 
-fn service(
-    config: &Config,
-    spec: &ProviderSpec,
-    model: &str,
-    client: &HttpClient,
-    prices: &Arc<PriceTable>,
-) -> ChatService {
-    let network = |base: &str| {
+/// The settings of a network provider at a base URL.
+fn network<'a>(
+    config: &'a Config,
+    spec: &'a ProviderSpec,
+    model: &'a str,
+    client: &'a HttpClient,
+    prices: &'a Arc<PriceTable>,
+) -> impl Fn(&str) -> ProviderConfig + 'a {
+    move |base: &str| {
         let mut provider = ProviderConfig::new(base, model)
             .client(client.clone())
             .prices(prices.clone());
@@ -82,7 +90,16 @@ fn service(
             provider = provider.api_key(key);
         }
         provider
-    };
+    }
+}
+
+fn service(
+    config: &Config,
+    spec: &ProviderSpec,
+    model: &str,
+    network: &impl Fn(&str) -> ProviderConfig,
+    prices: &Arc<PriceTable>,
+) -> ChatService {
     match spec.kind {
         ProviderKind::Openai => boxed(OpenAiCompatible::openai(network(&config.openai_base_url.0))),
         ProviderKind::Anthropic => boxed(Anthropic::new(network(&config.anthropic_base_url.0))),

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, Method};
 use axum::Router;
 use chrysalis_middleware::auth::BearerAuthLayer;
@@ -25,12 +25,13 @@ use chrysalis_middleware::inflight::InFlightLimitLayer;
 use chrysalis_middleware::metrics::{Metrics, ProviderMetricsLayer, ProviderStats, RequestMetricsLayer};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_middleware::timeout::TimeoutLayer;
+use chrysalis_services::anthropic::Anthropic;
 use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use prometheus_client::registry::Registry;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
@@ -49,6 +50,9 @@ pub struct Chat {
     pub service: ChatService,
     /// What `/metrics`, `/v1/providers` and `/v1/usage` read.
     pub status: Arc<Status>,
+    /// The primary provider, when it is Anthropic: it counts tokens for
+    /// `/v1/messages/count_tokens`.
+    pub token_counter: Option<Anthropic>,
 }
 
 /// The state the layers keep, for the read-only routes.
@@ -84,6 +88,7 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
     let state = AppState {
         chat: chat.service,
         status: chat.status,
+        token_counter: chat.token_counter,
         max_body_bytes: config.gateway_max_body_bytes,
         body_timeout: config.body_timeout(),
     };
@@ -117,12 +122,10 @@ fn cors(config: &Config) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([
-            AUTHORIZATION,
-            CONTENT_TYPE,
-            header("x-agent-id"),
-            header("x-request-id"),
-        ])
+        // Whatever headers a page's preflight names: the SDKs send their own
+        // (`x-api-key`, `anthropic-version`, `x-stainless-*`, ...), and which
+        // origins may call is what protects the gateway, with its token.
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             header("x-request-id"),
             RETRY_AFTER,
@@ -137,6 +140,7 @@ fn cors(config: &Config) -> CorsLayer {
 pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
     let prices = Arc::new(prices(config)?);
     let providers = providers::build(config, &prices)?;
+    let token_counter = providers.first().and_then(|p| p.anthropic.clone());
     let budget = budget(config, &providers, prices.clone())?;
     let mut registry = Registry::default();
     let known_models = prices.models().chain(providers.iter().map(|p| p.model.as_str()));
@@ -188,6 +192,7 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
     Ok(Chat {
         service: BoxCloneSyncService::new(service),
         status: Arc::new(status),
+        token_counter,
     })
 }
 

@@ -28,6 +28,10 @@ impl<A> Provider<A> {
     pub(crate) fn from_api(api: A) -> Self {
         Self(Arc::new(api))
     }
+
+    pub(crate) fn api(&self) -> &A {
+        &self.0
+    }
 }
 
 impl<A> Clone for Provider<A> {

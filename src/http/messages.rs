@@ -74,24 +74,38 @@ fn failed(log: &RequestLog, error: ApiError) -> Response {
     error.into_anthropic_response()
 }
 
-/// `POST /v1/messages/count_tokens`: the gateway's estimate of the prompt
-/// (four bytes a token, as it estimates usage an upstream does not report),
-/// the same for every provider.
+/// `POST /v1/messages/count_tokens`: Anthropic's own count when it is the
+/// primary provider; else, or when it cannot be reached, the gateway's
+/// estimate (four bytes a token, as it estimates usage an upstream does not
+/// report), said so by `x-gateway-token-count: estimate`.
 pub(super) async fn count_tokens(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let counted = async {
+    let request = async {
         let bytes = read_json_body(&state, &headers, body).await?;
         let mut body: serde_json::Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
         // Counting needs no output cap; the request's shape is checked as a call's.
         body.entry("max_tokens").or_insert(json!(1));
-        let request = chat_request(&serde_json::to_vec(&body).unwrap_or_default(), &headers)?;
-        let text = Usage::estimate(request.prompt_chars(), 0).prompt_tokens;
-        Ok::<_, ApiError>(text + IMAGE_TOKENS * request.images() as u64)
+        chat_request(&serde_json::to_vec(&body).unwrap_or_default(), &headers)
     };
-    match counted.await {
-        Ok(input_tokens) => Json(json!({"input_tokens": input_tokens})).into_response(),
-        Err(error) => error.into_anthropic_response(),
+    let request = match request.await {
+        Ok(request) => request,
+        Err(error) => return error.into_anthropic_response(),
+    };
+    if let (Some(counter), Some(native)) = (&state.token_counter, &request.anthropic) {
+        match counter.count_tokens(native, &request.model).await {
+            Ok(input_tokens) => return Json(json!({"input_tokens": input_tokens})).into_response(),
+            Err(error) => {
+                tracing::warn!(error = %error, "Anthropic did not count the tokens; answering the gateway's estimate")
+            }
+        }
     }
+    let text = Usage::estimate(request.prompt_chars(), 0).prompt_tokens;
+    let input_tokens = text + IMAGE_TOKENS * request.images() as u64;
+    let mut response = Json(json!({"input_tokens": input_tokens})).into_response();
+    response
+        .headers_mut()
+        .insert("x-gateway-token-count", HeaderValue::from_static("estimate"));
+    response
 }
 
 /// What an image costs in Anthropic's own formula at its largest size

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrysalis_middleware::inflight::InFlightLimitLayer;
+use chrysalis_services::anthropic::Anthropic;
 
 use crate::error::ApiError;
 use crate::stack::{ChatService, Status};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
+    /// Anthropic, when it is the primary: it counts `count_tokens`' tokens.
+    pub token_counter: Option<Anthropic>,
 }
 
 /// The routes. Only the chat routes count against `inflight`: health checks,

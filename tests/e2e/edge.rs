@@ -72,6 +72,26 @@ async fn cors_preflights_pass_without_a_token_for_allowed_origins_only() {
         "{allow_headers}"
     );
 
+    // An Anthropic or OpenAI SDK in a page names its own headers.
+    let sdk = gateway
+        .client()
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/messages", gateway.url))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "x-api-key,anthropic-version,anthropic-dangerous-direct-browser-access,x-stainless-lang",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(sdk.status().is_success(), "{}", sdk.status());
+    let allow_headers = sdk.headers()["access-control-allow-headers"].to_str().unwrap();
+    assert!(
+        allow_headers.contains("x-api-key") && allow_headers.contains("x-stainless-lang"),
+        "{allow_headers}"
+    );
+
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
 

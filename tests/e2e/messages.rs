@@ -586,6 +586,7 @@ async fn count_tokens_and_the_model_list_answer_as_anthropic_does() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-gateway-token-count"], "estimate");
     let counted: Value = response.json().await.unwrap();
     assert_eq!(counted, json!({"input_tokens": 125}), "500 bytes at four a token");
     let with_image = json!({"model": "mock-1", "messages": [{"role": "user", "content": [
@@ -613,4 +614,58 @@ async fn count_tokens_and_the_model_list_answer_as_anthropic_does() {
     let openai: Value = gateway.get("/v1/models").send().await.unwrap().json().await.unwrap();
     assert_eq!(openai["object"], "list", "{openai}");
     assert_eq!(openai["data"][0]["object"], "model");
+}
+
+#[tokio::test]
+async fn count_tokens_asks_anthropic_when_it_is_the_primary_and_estimates_when_it_cannot() {
+    let fake = FakeUpstream::start(|request| match request.body["system"].as_str() {
+        Some("down") => Reply::json(
+            529,
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+        _ => Reply::json(200, json!({"input_tokens": 42})),
+    })
+    .await;
+    let gateway = anthropic_gateway(&fake, &[]).await;
+    let body = json!({"model": "claude-3-5-haiku-latest", "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "tools": [{"name": "t", "input_schema": {"type": "object"}}], "temperature": 0.2});
+    let response = gateway
+        .post("/v1/messages/count_tokens")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "token-counting-2024-11-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-gateway-token-count").is_none());
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"input_tokens": 42}));
+    let sent = fake.last();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(
+        sent.body,
+        json!({"model": "claude-3-5-haiku-latest", "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Hello"}], "tools": [{"name": "t", "input_schema": {"type": "object"}}]}),
+        "only what count_tokens takes"
+    );
+    assert_eq!(sent.header("x-api-key"), Some(ANTHROPIC_KEY));
+    assert_eq!(sent.header("anthropic-beta"), Some("token-counting-2024-11-01"));
+
+    let mut down = body.clone();
+    down["system"] = "down".into();
+    let response = gateway
+        .post("/v1/messages/count_tokens")
+        .json(&down)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-gateway-token-count"], "estimate");
+    assert!(
+        response.json::<Value>().await.unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }

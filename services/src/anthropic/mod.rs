@@ -16,7 +16,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage};
+use crate::chat::{
+    AnthropicNative, ChatRequest, ChatResponse, ChatStream, Chunk, FinishReason, ToolCall, ToolCallDelta, Usage,
+};
 use crate::client::{Endpoint, ProviderConfig};
 use crate::error::{ErrorKind, ProviderError};
 use crate::provider::{ChatApi, Provider};
@@ -48,6 +50,7 @@ pub type Anthropic = Provider<AnthropicApi>;
 #[derive(Debug)]
 pub struct AnthropicApi {
     endpoint: Endpoint,
+    count_endpoint: Endpoint,
     config: ProviderConfig,
 }
 
@@ -55,7 +58,58 @@ impl Provider<AnthropicApi> {
     /// An Anthropic service.
     pub fn new(config: ProviderConfig) -> Self {
         let endpoint = config.endpoint("/v1/messages");
-        Self::from_api(AnthropicApi { endpoint, config })
+        let count_endpoint = config.endpoint("/v1/messages/count_tokens");
+        Self::from_api(AnthropicApi {
+            endpoint,
+            count_endpoint,
+            config,
+        })
+    }
+
+    /// Anthropic's own count of the input tokens of a Messages request
+    /// (`POST /v1/messages/count_tokens`): its conversation, system prompt,
+    /// tools and thinking settings, for `model` (the provider's default
+    /// when `None`).
+    pub async fn count_tokens(&self, native: &AnthropicNative, model: &Option<String>) -> Result<u64, ProviderError> {
+        self.api().count_tokens(native, model).await
+    }
+}
+
+/// The fields of a Messages request that `count_tokens` takes.
+const COUNTED: &[&str] = &["messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
+
+impl AnthropicApi {
+    async fn count_tokens(&self, native: &AnthropicNative, model: &Option<String>) -> Result<u64, ProviderError> {
+        #[derive(Deserialize)]
+        struct Counted {
+            input_tokens: u64,
+        }
+        let mut body: serde_json::Map<String, serde_json::Value> = native
+            .body
+            .iter()
+            .filter(|(k, _)| COUNTED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        body.insert("model".into(), self.config.model(model).into());
+        let body = serde_json::to_vec(&body).expect("a JSON object always serialises");
+        let http = self.headers(Some(native))?;
+        let response = self.config.send(NAME, &self.count_endpoint, http, body).await?;
+        let counted: Counted = self.config.json(NAME, response).await?;
+        Ok(counted.input_tokens)
+    }
+
+    /// The headers of every call: the version and betas (the client's own,
+    /// for a Messages client's request) and the key.
+    fn headers(&self, native: Option<&AnthropicNative>) -> Result<http::request::Builder, ProviderError> {
+        let version = native.and_then(|n| n.version.as_deref()).unwrap_or(API_VERSION);
+        let mut http = self.config.post().header("anthropic-version", version);
+        if let Some(beta) = native.and_then(|n| n.beta.as_deref()) {
+            http = http.header("anthropic-beta", beta);
+        }
+        if let Some(key) = &self.config.api_key {
+            http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
+        }
+        Ok(http)
     }
 }
 
@@ -73,15 +127,7 @@ impl ChatApi for AnthropicApi {
                 )
             }
         };
-        let native = request.anthropic.as_deref();
-        let version = native.and_then(|n| n.version.as_deref()).unwrap_or(API_VERSION);
-        let mut http = self.config.post().header("anthropic-version", version);
-        if let Some(beta) = native.and_then(|n| n.beta.as_deref()) {
-            http = http.header("anthropic-beta", beta);
-        }
-        if let Some(key) = &self.config.api_key {
-            http = http.header("x-api-key", self.config.secret_header(NAME, key.clone())?);
-        }
+        let http = self.headers(request.anthropic.as_deref())?;
         let response = self.config.send(NAME, &self.endpoint, http, body).await?;
         let mut tally = Tally::new(NAME, self.config.prices.clone(), model.clone(), request.prompt_chars());
         if request.stream {
