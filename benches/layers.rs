@@ -114,7 +114,7 @@ fn layers(c: &mut Criterion) {
     bench(
         c,
         "layer/timeout",
-        TimeoutLayer::new(Duration::from_secs(60)).layer(ready_provider()),
+        TimeoutLayer::new(Duration::from_secs(60), Duration::from_secs(60)).layer(ready_provider()),
     );
     let config = BudgetConfig::new(1e9, 1e9, Arc::new(PriceTable::builtin())).unwrap();
     let budget = BudgetLayer::new(config, Arc::new(MemoryLedger::default())).unwrap();
@@ -223,7 +223,7 @@ fn streams(c: &mut Criterion) {
         .layer(RequestMetricsLayer::new(&metrics))
         .layer(ProviderMetricsLayer::new(&metrics, "p"))
         .layer(CircuitBreakerLayer::new("p"))
-        .layer(TimeoutLayer::new(Duration::from_secs(60)))
+        .layer(TimeoutLayer::new(Duration::from_secs(60), Duration::from_secs(60)))
         .service(Streaming);
     let mut group = c.benchmark_group("stream/1000 chunks");
     group.bench_function("raw", |b| b.to_async(&rt).iter(|| async { chunks(1000).count().await }));

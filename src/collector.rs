@@ -56,6 +56,21 @@ impl StatusCollector {
             };
             ConstGauge::new(state).encode(family.encode_family(&[("provider", provider.name)])?)?;
         }
+        let help = "Changes of circuit state per provider, by the state entered";
+        let mut family = encoder.encode_descriptor("gateway_circuit_transitions", help, None, MetricType::Counter)?;
+        for provider in &self.providers {
+            for (to, count) in provider.circuit.transitions() {
+                ConstCounter::new(count).encode(family.encode_family(&[("provider", provider.name), ("to", to)])?)?;
+            }
+        }
+        let help = "Calls tried again on the same provider, by why";
+        let mut family = encoder.encode_descriptor("gateway_retries", help, None, MetricType::Counter)?;
+        for provider in &self.providers {
+            for (reason, count) in provider.retries.retries() {
+                ConstCounter::new(count)
+                    .encode(family.encode_family(&[("provider", provider.name), ("reason", reason)])?)?;
+            }
+        }
         Ok(())
     }
 

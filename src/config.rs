@@ -61,9 +61,24 @@ pub struct Config {
     /// an upstream or a proxy). Proxies come from HTTPS_PROXY, HTTP_PROXY, NO_PROXY.
     #[arg(long, env = "LLM_CA_BUNDLE")]
     pub llm_ca_bundle: Option<PathBuf>,
-    /// Upstream timeout in ms: until the answer starts, then between stream chunks.
+    /// Upstream timeout in ms: the default of the first-token and stall timeouts not set.
     #[arg(long, env = "LLM_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_timeout_ms: u64,
+    /// Connecting to an upstream, in ms (default 10000, at most LLM_TIMEOUT_MS).
+    #[arg(long, env = "LLM_CONNECT_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_connect_timeout_ms: Option<u64>,
+    /// Until the first chunk of text, or the whole answer, in ms (default LLM_TIMEOUT_MS); then the call fails over.
+    #[arg(long, env = "LLM_FIRST_TOKEN_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_first_token_timeout_ms: Option<u64>,
+    /// Between chunks once a stream flows, in ms (default LLM_TIMEOUT_MS).
+    #[arg(long, env = "LLM_STALL_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub llm_stall_timeout_ms: Option<u64>,
+    /// Retries of a failed call on the same provider (connect errors, 429, 500, 502, 503), before failover.
+    #[arg(long, env = "LLM_RETRIES", default_value_t = 1)]
+    pub llm_retries: u32,
+    /// Base of the exponential backoff between retries, in ms (full jitter).
+    #[arg(long, env = "LLM_RETRY_BACKOFF_MS", default_value_t = 200)]
+    pub llm_retry_backoff_ms: u64,
     /// Token bucket refill, requests a second.
     #[arg(long, env = "GATEWAY_RATE_RPS", default_value_t = 10.0, value_parser = positive)]
     pub gateway_rate_rps: f64,
@@ -142,6 +157,17 @@ pub struct Config {
     /// warning says how many.
     #[arg(long, env = "GATEWAY_LOG_BUFFER_LINES", default_value = "65536")]
     pub gateway_log_buffer_lines: NonZeroUsize,
+}
+
+/// How long an upstream call may take, step by step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// To connect.
+    pub connect: Duration,
+    /// Until the first chunk of text, or the whole answer.
+    pub first_token: Duration,
+    /// Between chunks, once a stream flows.
+    pub stall: Duration,
 }
 
 /// A provider the gateway can call.
@@ -480,9 +506,16 @@ impl Config {
         Ok(())
     }
 
-    /// The upstream timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.llm_timeout_ms)
+    /// The deadlines of an upstream call.
+    pub fn deadlines(&self) -> Deadlines {
+        let or_default = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(self.llm_timeout_ms));
+        // A connection that takes over 10 s will not come: fail over sooner.
+        let connect = self.llm_connect_timeout_ms.unwrap_or(10_000.min(self.llm_timeout_ms));
+        Deadlines {
+            connect: Duration::from_millis(connect),
+            first_token: or_default(self.llm_first_token_timeout_ms),
+            stall: or_default(self.llm_stall_timeout_ms),
+        }
     }
 
     /// How long an open circuit waits before a probe.

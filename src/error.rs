@@ -12,6 +12,7 @@ use chrysalis_middleware::budget::error::{BudgetExceeded, UnpricedModel};
 use chrysalis_middleware::circuit_breaker::error::Open;
 use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
 use chrysalis_middleware::rate_limit::error::RateLimited;
+use chrysalis_middleware::retry::error::Retried;
 use chrysalis_middleware::timeout::error::Elapsed;
 use chrysalis_services::redact::redact;
 use chrysalis_services::{ErrorKind, ProviderError};
@@ -62,6 +63,19 @@ impl From<&ProviderError> for Attempt {
 }
 
 impl Attempt {
+    /// The tries behind one provider's failure: each retry's, then the last.
+    fn all_of(provider: &'static str, error: &(dyn StdError + 'static)) -> Vec<Self> {
+        match error.downcast_ref::<Retried>() {
+            Some(retried) => retried
+                .earlier
+                .iter()
+                .map(Self::from)
+                .chain([Self::of(provider, &*retried.last)])
+                .collect(),
+            None => vec![Self::of(provider, error)],
+        }
+    }
+
     fn of(provider: &'static str, error: &(dyn StdError + 'static)) -> Self {
         if let Some(error) = error.downcast_ref::<ProviderError>() {
             return Self::from(error);
@@ -181,6 +195,12 @@ impl ApiError {
 
     /// Any error the chat stack returns: the one place each becomes a status.
     pub fn from_error(error: &(dyn StdError + 'static)) -> Self {
+        if let Some(retried) = error.downcast_ref::<Retried>() {
+            let mut api = Self::from_error(&*retried.last);
+            let earlier = retried.earlier.iter().map(Attempt::from);
+            api.attempts.splice(0..0, earlier);
+            return api;
+        }
         if let Some(error) = error.downcast_ref::<ProviderError>() {
             return Self::from_provider(error);
         }
@@ -225,7 +245,7 @@ impl ApiError {
         let attempts: Vec<_> = all
             .attempts
             .iter()
-            .map(|a| Attempt::of(a.provider, &*a.error))
+            .flat_map(|a| Attempt::all_of(a.provider, &*a.error))
             .collect();
         let timed_out = attempts.iter().all(|a| a.error == "timeout");
         let unsupported = all

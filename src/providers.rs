@@ -71,7 +71,7 @@ fn client(config: &Config) -> Result<HttpClient, ConfigError> {
         }
     };
     // With no bundle, only a proxy variable that is not a URL can fail here.
-    HttpClient::new(bundle.as_deref()).map_err(|problem| ConfigError { variable, problem })
+    HttpClient::new(bundle.as_deref(), config.deadlines().connect).map_err(|problem| ConfigError { variable, problem })
 }
 
 /// The settings of a network provider at a base URL.

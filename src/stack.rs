@@ -1,10 +1,10 @@
 //! The whole request path, outer to inner, in one place.
 //!
 //! ```text
-//! HTTP:  request id -> CORS -> head limits -> auth -> axum router
+//! HTTP:  request id -> CORS -> Anthropic error shape -> head limits -> auth -> axum router
 //!          -> chat routes: in-flight cap -> JSON body (type, time, size) -> handler
 //! chat:  metrics -> rate limit -> budget -> failover
-//!          -> [ per provider: metrics -> circuit breaker -> timeout -> provider ]
+//!          -> [ per provider: metrics -> circuit breaker -> timeout -> retry -> provider ]
 //! ```
 //!
 //! The request-level metrics layer sits outermost (DESIGN.md puts it after
@@ -24,6 +24,7 @@ use chrysalis_middleware::failover::{Failover, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
 use chrysalis_middleware::metrics::{Metrics, ProviderMetricsLayer, ProviderStats, RequestMetricsLayer};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
+use chrysalis_middleware::retry::{RetryHandle, RetryLayer};
 use chrysalis_middleware::timeout::TimeoutLayer;
 use chrysalis_services::anthropic::Anthropic;
 use chrysalis_services::pricing::PriceTable;
@@ -35,7 +36,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
-use crate::config::{Config, ConfigError, DbSync, Origins, RateKey, UnpricedModels};
+use crate::config::{Config, ConfigError, DbSync, Deadlines, Origins, RateKey, UnpricedModels};
 use crate::http::anthropic_errors::AnthropicErrorsLayer;
 use crate::http::head_limits::HeadLimitLayer;
 use crate::http::{self, AppState};
@@ -78,6 +79,12 @@ pub struct ProviderHandle {
     pub model: String,
     /// Its circuit.
     pub circuit: CircuitHandle,
+    /// Its retries.
+    pub retries: RetryHandle,
+    /// Its deadlines.
+    pub deadlines: Deadlines,
+    /// Retries a call may make on it.
+    pub max_retries: u32,
     /// Its calls, failures and latency.
     pub stats: Arc<ProviderStats>,
 }
@@ -155,14 +162,18 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
                 .reset_after(config.circuit_reset())
                 .build();
             let measured = ProviderMetricsLayer::new(&metrics, provider.name);
+            let retry = retry(config, provider.name);
             handles.push(ProviderHandle {
                 name: provider.name,
                 role: if index == 0 { "primary" } else { "fallback" },
                 model: provider.model.clone(),
                 circuit: breaker.handle(),
+                retries: retry.handle(),
+                deadlines: config.deadlines(),
+                max_retries: config.llm_retries,
                 stats: measured.stats(),
             });
-            target(index, provider, measured, breaker, config)
+            target(index, provider, measured, breaker, retry, config)
         })
         .collect();
     let failover = Failover::new(targets);
@@ -262,21 +273,35 @@ fn target(
     provider: Provider,
     measured: ProviderMetricsLayer,
     breaker: CircuitBreakerLayer,
+    retry: RetryLayer,
     config: &Config,
 ) -> Target<ChatService> {
+    let deadlines = config.deadlines();
     let service = ServiceBuilder::new()
         // Each real call: its latency, tokens, cost and failure.
         .layer(measured)
         // A dead provider is skipped without a network call.
         .layer(breaker)
-        // A silent or stalled upstream becomes a fault the breaker counts.
-        .layer(TimeoutLayer::new(config.timeout()))
+        // A silent or stalled upstream becomes a fault the breaker counts;
+        // the first-token deadline bounds every try together.
+        .layer(TimeoutLayer::new(deadlines.first_token, deadlines.stall))
+        // What can succeed on a second try is tried again here, within that deadline.
+        .layer(retry)
         .service(provider.service);
     let service = BoxCloneSyncService::new(service);
     match index {
         0 => Target::primary(provider.name, service),
         _ => Target::fallback(provider.name, provider.pinned, service),
     }
+}
+
+fn retry(config: &Config, provider: &'static str) -> RetryLayer {
+    RetryLayer::builder(provider)
+        .max_retries(config.llm_retries)
+        .backoff(Duration::from_millis(config.llm_retry_backoff_ms))
+        .deadline(config.deadlines().first_token)
+        .build()
+        .expect("the deadline is at least 1 ms and the budget is the default")
 }
 
 fn rate_limit(config: &Config) -> RateLimitLayer {

@@ -43,11 +43,11 @@ async fn main() -> Result<(), BoxError> {
     let circuit = primary_circuit.handle();
     let primary = ServiceBuilder::new()
         .layer(primary_circuit)
-        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(TimeoutLayer::new(Duration::from_secs(5), Duration::from_secs(5)))
         .service(broken);
     let backup = ServiceBuilder::new()
         .layer(CircuitBreakerLayer::new("backup"))
-        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(TimeoutLayer::new(Duration::from_secs(5), Duration::from_secs(5)))
         .service(healthy);
     let failover = Failover::new(vec![
         Target::primary("primary", BoxCloneSyncService::new(primary)),

@@ -4,10 +4,12 @@ use std::error::Error as StdError;
 
 use chrysalis_services::ProviderError;
 
+use crate::retry::error::last_error;
+
 /// The request itself is at fault (a 400-type refusal): another provider
 /// would refuse it too, and it says nothing about this provider's health.
 pub fn is_client_error(error: &(dyn StdError + 'static)) -> bool {
-    error
+    last_error(error)
         .downcast_ref::<ProviderError>()
         .is_some_and(ProviderError::is_client_error)
 }
@@ -15,7 +17,7 @@ pub fn is_client_error(error: &(dyn StdError + 'static)) -> bool {
 /// The provider cannot do what the request asks (nothing was sent); another
 /// provider may, and it says nothing about this provider's health.
 pub fn is_unsupported(error: &(dyn StdError + 'static)) -> bool {
-    error
+    last_error(error)
         .downcast_ref::<ProviderError>()
         .is_some_and(ProviderError::is_unsupported)
 }

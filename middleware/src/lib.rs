@@ -18,7 +18,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let provider = ServiceBuilder::new()
 //!     .layer(CircuitBreakerLayer::new("mock"))
-//!     .layer(TimeoutLayer::new(Duration::from_secs(30)))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(30), Duration::from_secs(30)))
 //!     .service(Mock::new(MockConfig::default()));
 //! let request = ChatRequest::new("docs", vec![Message::new(Role::User, "ping")]);
 //! let answer = provider.oneshot(request).await.unwrap();
@@ -40,6 +40,7 @@ pub mod observe;
 pub mod rate_limit;
 #[cfg(test)]
 mod readiness_tests;
+pub mod retry;
 #[cfg(test)]
 mod test_support;
 pub mod timeout;

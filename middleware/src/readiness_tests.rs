@@ -56,7 +56,10 @@ async fn every_chat_layer_is_ready_only_when_its_inner_service_is() {
     );
     follows_readiness("budget", budget());
     follows_readiness("circuit breaker", CircuitBreakerLayer::new("p"));
-    follows_readiness("timeout", TimeoutLayer::new(Duration::from_secs(1)));
+    follows_readiness(
+        "timeout",
+        TimeoutLayer::new(Duration::from_secs(1), Duration::from_secs(1)),
+    );
     follows_readiness("request metrics", RequestMetricsLayer::new(&metrics));
     follows_readiness("provider metrics", ProviderMetricsLayer::new(&metrics, "p"));
 }

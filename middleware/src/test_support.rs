@@ -17,11 +17,15 @@ use futures_util::stream;
 pub enum Act {
     Answer,
     Fail(u16),
+    /// Fails with this error.
+    Error(ProviderError),
     Hang,
     After(Duration, Box<Act>),
     Stream(Vec<Result<Chunk, ProviderError>>),
     /// A stream that sends `n` deltas, then stalls forever.
     StallAfter(usize),
+    /// A stream whose each item comes that long after the one before.
+    Paced(Vec<(Duration, Result<Chunk, ProviderError>)>),
 }
 
 type Script = dyn Fn(usize) -> Act + Send + Sync;
@@ -87,6 +91,7 @@ fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<C
         match act {
             Act::Answer => Ok(ChatResponse::Complete(completion(name))),
             Act::Fail(status) => Err(status_error(name, status)),
+            Act::Error(error) => Err(error),
             Act::Hang => std::future::pending().await,
             Act::After(wait, act) => {
                 tokio::time::sleep(wait).await;
@@ -98,6 +103,14 @@ fn act_out(name: &'static str, act: Act) -> Pin<Box<dyn Future<Output = Result<C
                 "gpt-4o".into(),
                 stream::iter(items),
             ))),
+            Act::Paced(items) => {
+                let paced = stream::unfold(items.into_iter(), |mut items| async move {
+                    let (wait, item) = items.next()?;
+                    tokio::time::sleep(wait).await;
+                    Some((item, items))
+                });
+                Ok(ChatResponse::Stream(ChatStream::new(name, "gpt-4o".into(), paced)))
+            }
             Act::StallAfter(n) => {
                 let deltas = stream::iter((0..n).map(|i| Ok(Chunk::Delta(format!("d{i}")))));
                 let chunks = futures_util::StreamExt::chain(deltas, stream::pending());

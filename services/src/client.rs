@@ -145,15 +145,14 @@ impl ProviderConfig {
         if status.is_success() {
             return Ok(response);
         }
+        let wait = retry_after(response.headers(), std::time::SystemTime::now());
         let body = read_error_body(response).await;
         let message = upstream_message(&body);
-        Err(ProviderError::new(
-            provider,
-            ErrorKind::Status {
-                status: status.as_u16(),
-                message,
-            },
-        ))
+        let kind = ErrorKind::Status {
+            status: status.as_u16(),
+            message,
+        };
+        Err(ProviderError::new(provider, kind).with_retry_after(wait))
     }
 
     /// Reads a whole JSON answer.
@@ -176,6 +175,23 @@ impl Endpoint {
         self.0
             .clone()
             .map_err(|e| ProviderError::new(provider, ErrorKind::InvalidRequest(e)))
+    }
+}
+
+/// How long an upstream asks to wait: OpenAI's `retry-after-ms`, else
+/// `Retry-After` in seconds or as an HTTP date (from `now`).
+fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return (ms.is_finite() && ms >= 0.0).then(|| std::time::Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header("retry-after")?;
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(std::time::Duration::from_secs(seconds)),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            Some(at.duration_since(now).unwrap_or_default())
+        }
     }
 }
 
@@ -234,5 +250,34 @@ mod tests {
             "<html>502 Bad Gateway</html>"
         );
         assert_eq!(upstream_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_milliseconds_seconds_or_as_a_date() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let wait = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            retry_after(&headers, now)
+        };
+        assert_eq!(wait(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait(&[("retry-after-ms", "1500"), ("retry-after", "7")]),
+            Some(Duration::from_millis(1500))
+        );
+        // RFC 9110's example date, 30 s after `now`.
+        assert_eq!(
+            wait(&[("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT")]),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(wait(&[("retry-after", "soon")]), None);
+        assert_eq!(wait(&[]), None);
     }
 }

@@ -1,5 +1,7 @@
 //! The one error type of every provider.
 
+use std::time::Duration;
+
 use thiserror::Error;
 
 /// A provider call failed.
@@ -10,6 +12,9 @@ pub struct ProviderError {
     pub provider: &'static str,
     /// How it failed.
     pub kind: ErrorKind,
+    /// How long the upstream asked to wait before trying again (its
+    /// `Retry-After`), if it said.
+    pub retry_after: Option<Duration>,
 }
 
 /// How a provider call failed.
@@ -60,7 +65,15 @@ impl ProviderError {
         Self {
             provider,
             kind: kind.redacted(),
+            retry_after: None,
         }
+    }
+
+    /// The error, with how long the upstream asked to wait.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = wait;
+        self
     }
 
     /// `param` of the request, which `provider` cannot serve.

@@ -248,6 +248,15 @@ impl Protocol for ChunkProtocol {
         self.tally.record(chunk.usage);
         Ok(())
     }
+
+    /// Some OpenAI-compatible servers close the body without `[DONE]`: the
+    /// answer is whole if a chunk gave its finish reason and the usage the
+    /// gateway always asks for came.
+    fn body_ended(&mut self, out: &mut VecDeque<Chunk>) {
+        if self.tally.finish_reason.is_some() && self.tally.usage.is_some() {
+            out.push_back(Chunk::End(self.tally.end()));
+        }
+    }
 }
 
 #[derive(Serialize)]

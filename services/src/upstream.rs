@@ -37,11 +37,16 @@ struct Settings {
     id: usize,
     /// Roots trusted besides the platform's.
     extra_roots: Vec<reqwest::Certificate>,
+    /// How long connecting may take.
+    connect_timeout: Duration,
 }
+
+/// How long connecting may take when nothing else is said.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client with the platform's roots and the environment's proxies.
 pub fn http_client() -> HttpClient {
-    HttpClient::new(None).expect("a client with default settings builds")
+    HttpClient::new(None, DEFAULT_CONNECT_TIMEOUT).expect("a client with default settings builds")
 }
 
 thread_local! {
@@ -69,8 +74,9 @@ pub fn warm_this_thread() {
 impl HttpClient {
     /// A client that also trusts the certificates of `ca_bundle` (PEM), for
     /// an upstream or proxy behind a private CA. Fails if the bundle does not
-    /// parse, or the environment names a proxy that is not a URL.
-    pub fn new(ca_bundle: Option<&[u8]>) -> Result<Self, String> {
+    /// parse, or the environment names a proxy that is not a URL. A
+    /// connection not made within `connect_timeout` is a connect error.
+    pub fn new(ca_bundle: Option<&[u8]>, connect_timeout: Duration) -> Result<Self, String> {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         let extra_roots = match ca_bundle {
             Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| describe(&e))?,
@@ -79,6 +85,7 @@ impl HttpClient {
         let settings = Settings {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             extra_roots,
+            connect_timeout,
         };
         // Built once here, so that a bad setting stops start-up, not a call.
         settings.build().map_err(|e| describe(&e))?;
@@ -117,15 +124,18 @@ impl Settings {
             // An API that redirects a POST is misconfigured: say so, do not follow.
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tls_certs_merge(self.extra_roots.iter().cloned())
             .build()
     }
 }
 
+/// No answer came: a connection not made (in time, too), or one that broke
+/// before the answer's first byte, is a connect error (the call may be
+/// tried again); no other timeout is set on the client.
 fn send_error(error: reqwest::Error) -> ErrorKind {
-    if error.is_timeout() {
+    if error.is_timeout() && !error.is_connect() {
         return ErrorKind::Timeout;
     }
     // The URL is the configured base URL: the attempt says which provider.

@@ -49,6 +49,15 @@ pub(super) async fn providers(State(state): State<AppState>) -> Json<Value> {
                 "circuit": circuit,
                 "circuit_retry_at": retry_at,
                 "latency_ms": {"p50": stats.p50_ms, "p99": stats.p99_ms},
+                "deadlines_ms": {
+                    "connect": provider.deadlines.connect.as_millis() as u64,
+                    "first_token": provider.deadlines.first_token.as_millis() as u64,
+                    "stall": provider.deadlines.stall.as_millis() as u64,
+                },
+                "retries": {
+                    "max": provider.max_retries,
+                    "made": provider.retries.retries().map(|(_, n)| n).sum::<u64>(),
+                },
             })
         })
         .collect();

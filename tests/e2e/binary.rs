@@ -57,6 +57,11 @@ fn help_lists_every_variable() {
     let help = String::from_utf8(output.stdout).unwrap();
     for variable in [
         "LLM_CA_BUNDLE",
+        "LLM_CONNECT_TIMEOUT_MS",
+        "LLM_FIRST_TOKEN_TIMEOUT_MS",
+        "LLM_STALL_TIMEOUT_MS",
+        "LLM_RETRIES",
+        "LLM_RETRY_BACKOFF_MS",
         "GATEWAY_LOG_BUFFER_LINES",
         "GATEWAY_HOST",
         "GATEWAY_PORT",

@@ -104,6 +104,9 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
             "2",
             "--circuit-reset-time-ms",
             "300",
+            // Each failure counts once: no retry on the same provider first.
+            "--llm-retries",
+            "0",
         ],
     )
     .await;

@@ -432,6 +432,8 @@ async fn a_tool_call_fails_over_from_openai_to_anthropic_translated() {
             ANTHROPIC_KEY,
             "--anthropic-base-url",
             &claude.url,
+            "--llm-retries",
+            "0",
         ],
     )
     .await;

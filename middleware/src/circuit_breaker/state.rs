@@ -1,5 +1,6 @@
 //! The breaker's state machine, shared by every clone of the service.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub(crate) struct Breaker {
     pub(crate) threshold: u32,
     pub(crate) reset: Duration,
     state: Mutex<State>,
+    /// Changes of state so far, by the state entered (closed, open, half-open).
+    transitions: [AtomicU64; 3],
 }
 
 /// Reads a circuit's state (for metrics and `/v1/providers`).
@@ -68,6 +71,12 @@ impl CircuitHandle {
     /// The provider behind the circuit.
     pub fn provider(&self) -> &'static str {
         self.0.provider
+    }
+
+    /// How many times the circuit entered each state: `closed`, `open`, `half_open`.
+    pub fn transitions(&self) -> [(&'static str, u64); 3] {
+        let count = |i: usize| self.0.transitions[i].load(Ordering::Relaxed);
+        [("closed", count(0)), ("open", count(1)), ("half_open", count(2))]
     }
 }
 
@@ -93,6 +102,7 @@ impl Breaker {
             threshold,
             reset,
             state: Mutex::new(State::Closed { failures: 0 }),
+            transitions: Default::default(),
         }
     }
 
@@ -111,6 +121,7 @@ impl Breaker {
                     return Err(self.open(until - now));
                 }
                 *state = State::HalfOpen;
+                self.entered(&state);
                 Admission::Probe
             }
             State::HalfOpen => return Err(self.open(PROBE_WAIT)),
@@ -151,7 +162,20 @@ impl Breaker {
             _ => return,
         };
         log_transition(self.provider, &state, &next);
+        let changed = std::mem::discriminant(&*state) != std::mem::discriminant(&next);
         *state = next;
+        if changed {
+            self.entered(&state);
+        }
+    }
+
+    fn entered(&self, state: &State) {
+        let index = match state {
+            State::Closed { .. } => 0,
+            State::Open { .. } => 1,
+            State::HalfOpen => 2,
+        };
+        self.transitions[index].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -287,6 +287,7 @@ impl Observer for StreamCall {
 
 /// A bounded name for a failure.
 fn error_type(error: &(dyn StdError + 'static)) -> &'static str {
+    let error = crate::retry::error::last_error(error);
     if let Some(error) = error.downcast_ref::<ProviderError>() {
         error.kind_name()
     } else if error.is::<Elapsed>() {

@@ -19,17 +19,17 @@ pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        deadline: Sleep,
-        timeout: Duration,
+        first_token: Sleep,
+        stall: Duration,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, timeout: Duration) -> Self {
+    pub(super) fn new(inner: F, first_token: Duration, stall: Duration) -> Self {
         Self {
             inner,
-            deadline: sleep(timeout),
-            timeout,
+            first_token: sleep(first_token),
+            stall,
         }
     }
 }
@@ -44,19 +44,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            let timeout = *this.timeout;
+            let (first_token, stall) = (this.first_token.deadline(), *this.stall);
             return Poll::Ready(match result {
                 Ok(ChatResponse::Stream(stream)) => {
                     let provider = stream.provider;
-                    Ok(ChatResponse::Stream(
-                        stream.map_chunks(|chunks| IdleTimeout::new(chunks, provider, timeout)),
-                    ))
+                    Ok(ChatResponse::Stream(stream.map_chunks(|chunks| {
+                        IdleTimeout::new(chunks, provider, first_token, stall)
+                    })))
                 }
                 Ok(complete) => Ok(complete),
                 Err(error) => Err(error.into()),
             });
         }
-        match this.deadline.poll(cx) {
+        match this.first_token.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed.into())),
             Poll::Pending => Poll::Pending,
         }

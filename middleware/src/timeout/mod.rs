@@ -1,6 +1,8 @@
-//! An upstream timeout that also covers streams: the call must answer within
-//! the timeout, and then each chunk must follow the last within it, so a
-//! stalled stream ends with an error instead of hanging.
+//! An upstream timeout that also covers streams, in two deadlines: the
+//! first token (the whole answer, or a stream's first chunk) must come
+//! within `first_token` of the call, and then each chunk within `stall` of
+//! the last, so a silent upstream fails over (nothing reached the client
+//! yet) and a stalled stream ends with an error instead of hanging.
 //!
 //! ```
 //! use std::time::Duration;
@@ -8,7 +10,9 @@
 //! use chrysalis_services::mock::{Mock, MockConfig};
 //! use tower::Layer;
 //!
-//! let provider = TimeoutLayer::new(Duration::from_secs(120)).layer(Mock::new(MockConfig::default()));
+//! let first_token = Duration::from_secs(30);
+//! let stall = Duration::from_secs(10);
+//! let provider = TimeoutLayer::new(first_token, stall).layer(Mock::new(MockConfig::default()));
 //! ```
 
 pub mod error;
@@ -31,13 +35,15 @@ mod tests;
 #[derive(Debug, Clone, Copy)]
 #[must_use]
 pub struct TimeoutLayer {
-    timeout: Duration,
+    first_token: Duration,
+    stall: Duration,
 }
 
 impl TimeoutLayer {
-    /// Calls must answer, and streams must send each chunk, within `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+    /// The first token within `first_token` of the call, then each chunk
+    /// within `stall` of the last.
+    pub fn new(first_token: Duration, stall: Duration) -> Self {
+        Self { first_token, stall }
     }
 }
 
@@ -45,10 +51,7 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout {
-            inner,
-            timeout: self.timeout,
-        }
+        Timeout { inner, layer: *self }
     }
 }
 
@@ -56,7 +59,7 @@ impl<S> Layer<S> for TimeoutLayer {
 #[derive(Debug, Clone)]
 pub struct Timeout<S> {
     inner: S,
-    timeout: Duration,
+    layer: TimeoutLayer,
 }
 
 crate::wraps_inner!(Timeout);
@@ -75,6 +78,6 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        ResponseFuture::new(self.inner.call(request), self.timeout)
+        ResponseFuture::new(self.inner.call(request), self.layer.first_token, self.layer.stall)
     }
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrysalis_services::{Chunk, ChunkStream, ErrorKind, ProviderError};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
-use tokio::time::{sleep, Instant, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 pin_project! {
-    /// Chunks that must each follow the last within `timeout`; a stall yields
-    /// a [`ErrorKind::Timeout`] error and ends the stream.
+    /// Chunks whose first must come by a deadline and each next within
+    /// `timeout` of the last; a stall yields a [`ErrorKind::Timeout`] error
+    /// and ends the stream.
     pub struct IdleTimeout {
         chunks: ChunkStream,
         #[pin]
@@ -24,11 +25,12 @@ pin_project! {
 }
 
 impl IdleTimeout {
-    /// Watches `chunks` of `provider`.
-    pub fn new(chunks: ChunkStream, provider: &'static str, timeout: Duration) -> Self {
+    /// Watches `chunks` of `provider`: the first by `first`, each next
+    /// within `timeout`.
+    pub fn new(chunks: ChunkStream, provider: &'static str, first: Instant, timeout: Duration) -> Self {
         Self {
             chunks,
-            idle: sleep(timeout),
+            idle: sleep_until(first),
             timeout,
             provider,
             done: false,

@@ -19,6 +19,10 @@ pub(crate) trait Protocol: Send + 'static {
     /// Reads one line of the body, pushing the chunks it completes; a
     /// [`Chunk::End`] ends the stream.
     fn line(&mut self, line: &str, out: &mut VecDeque<Chunk>) -> Result<(), ErrorKind>;
+
+    /// The body ended cleanly with no end marker read: a protocol whose
+    /// stream may still be whole (its last chunk said so) pushes its end.
+    fn body_ended(&mut self, _out: &mut VecDeque<Chunk>) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,11 @@ where
                             None => Ok(()),
                         }
                         .and_then(|()| this.protocol.line("", this.out))
+                        .map(|()| {
+                            if !this.out.iter().any(|c| matches!(c, Chunk::End(_))) {
+                                this.protocol.body_ended(this.out);
+                            }
+                        })
                     }
                 },
             };
