@@ -294,6 +294,13 @@ impl ApiError {
                 ..Self::invalid_request(error.to_string())
             };
         }
+        if let ErrorKind::ContextLength(_) | ErrorKind::ContentPolicy(_) = &error.kind {
+            // The provider's reason, with its own code: nothing to retry.
+            return Self {
+                attempts: vec![Attempt::from(error)],
+                ..Self::new(StatusCode::BAD_REQUEST, error.kind_name(), error.to_string())
+            };
+        }
         if error.is_client_error() {
             return Self::invalid_request(error.to_string());
         }

@@ -176,7 +176,7 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
             target(index, provider, measured, breaker, retry, config)
         })
         .collect();
-    let failover = Failover::new(targets);
+    let failover = Failover::new(targets).context_windows(prices.clone());
     let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
         // Outermost, so rejections, in-flight requests and overhead are all seen.
@@ -289,10 +289,11 @@ fn target(
         .layer(retry)
         .service(provider.service);
     let service = BoxCloneSyncService::new(service);
-    match index {
+    let target = match index {
         0 => Target::primary(provider.name, service),
         _ => Target::fallback(provider.name, provider.pinned, service),
-    }
+    };
+    target.default_model(provider.model)
 }
 
 fn retry(config: &Config, provider: &'static str) -> RetryLayer {

@@ -1,6 +1,6 @@
 //! Tower layers for LLM traffic, one concern a module, each usable alone.
 //!
-//! The chat layers ([`rate_limit`], [`budget`], [`circuit_breaker`],
+//! The chat layers ([`rate_limit`], [`budget`], [`circuit_breaker`], [`retry`],
 //! [`timeout`], [`failover`], [`metrics`]) wrap any
 //! `Service<ChatRequest, Response = ChatResponse>` from [`chrysalis_services`]
 //! and are one themselves, so they compose in any order and another program

@@ -147,11 +147,11 @@ impl ProviderConfig {
         }
         let wait = retry_after(response.headers(), std::time::SystemTime::now());
         let body = read_error_body(response).await;
-        let message = upstream_message(&body);
-        let kind = ErrorKind::Status {
+        let (message, code) = upstream_message(&body);
+        let kind = refusal(status.as_u16(), code.as_deref(), &message).unwrap_or(ErrorKind::Status {
             status: status.as_u16(),
             message,
-        };
+        });
         Err(ProviderError::new(provider, kind).with_retry_after(wait))
     }
 
@@ -207,13 +207,45 @@ pub(crate) fn describe(error: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// The message of an upstream error body: `{"error": {"message": ..}}`,
-/// `{"error": ".."}`, or the start of whatever text it was.
-fn upstream_message(body: &[u8]) -> String {
+/// A 400 that no retry or other provider with the same model would take:
+/// a prompt past the context window (OpenAI's `context_length_exceeded`,
+/// Anthropic's "prompt is too long", the words Ollama and OpenRouter use),
+/// or a content-policy refusal.
+fn refusal(status: u16, code: Option<&str>, message: &str) -> Option<ErrorKind> {
+    if !matches!(status, 400 | 413 | 422) {
+        return None;
+    }
+    let lower = message.to_ascii_lowercase();
+    let said = |phrases: &[&str]| phrases.iter().any(|p| lower.contains(p));
+    let context = matches!(code, Some("context_length_exceeded" | "string_above_max_length"))
+        || said(&[
+            "context length",
+            "context window",
+            "maximum context",
+            "prompt is too long",
+            "too many tokens",
+        ]);
+    if context {
+        return Some(ErrorKind::ContextLength(message.to_owned()));
+    }
+    let policy = matches!(code, Some("content_policy_violation" | "content_filter"))
+        || said(&["content policy", "content management policy", "safety system"]);
+    policy.then(|| ErrorKind::ContentPolicy(message.to_owned()))
+}
+
+/// The message of an upstream error body (`{"error": {"message": .., "code": ..}}`,
+/// `{"error": ".."}`, or the start of whatever text it was) and its code, if any.
+fn upstream_message(body: &[u8]) -> (String, Option<String>) {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(i64),
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ErrorField {
-        Object { message: String },
+        Object { message: String, code: Option<Code> },
         Text(String),
     }
     #[derive(Deserialize)]
@@ -222,16 +254,26 @@ fn upstream_message(body: &[u8]) -> String {
     }
     match serde_json::from_slice::<Envelope>(body) {
         Ok(Envelope {
-            error: ErrorField::Object { message } | ErrorField::Text(message),
-        }) => message,
+            error: ErrorField::Object { message, code },
+        }) => {
+            let code = code.map(|c| match c {
+                Code::Text(text) => text,
+                Code::Number(n) => n.to_string(),
+            });
+            (message, code)
+        }
+        Ok(Envelope {
+            error: ErrorField::Text(message),
+        }) => (message, None),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
-            if text.is_empty() {
+            let text = if text.is_empty() {
                 "(empty body)".to_owned()
             } else {
                 text.chars().take(200).collect()
-            }
+            };
+            (text, None)
         }
     }
 }
@@ -242,14 +284,37 @@ mod tests {
 
     #[test]
     fn upstream_messages_are_found_in_every_shape() {
+        let message = |body: &[u8]| upstream_message(body).0;
         let openai = br#"{"error":{"message":"Rate limit reached","type":"requests"}}"#;
-        assert_eq!(upstream_message(openai), "Rate limit reached");
-        assert_eq!(upstream_message(br#"{"error":"model not found"}"#), "model not found");
-        assert_eq!(
-            upstream_message(b"<html>502 Bad Gateway</html>"),
-            "<html>502 Bad Gateway</html>"
-        );
-        assert_eq!(upstream_message(b""), "(empty body)");
+        assert_eq!(message(openai), "Rate limit reached");
+        assert_eq!(message(br#"{"error":"model not found"}"#), "model not found");
+        assert_eq!(message(b"<html>502 Bad Gateway</html>"), "<html>502 Bad Gateway</html>");
+        assert_eq!(message(b""), "(empty body)");
+        let coded =
+            br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+        assert_eq!(upstream_message(coded).1.as_deref(), Some("context_length_exceeded"));
+    }
+
+    #[test]
+    fn context_length_and_content_policy_400s_are_told_apart_from_other_400s() {
+        let kind = |status, code, message| refusal(status, code, message);
+        let openai =
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.";
+        assert!(matches!(
+            kind(400, Some("context_length_exceeded"), openai),
+            Some(ErrorKind::ContextLength(_))
+        ));
+        let anthropic = "prompt is too long: 210000 tokens > 200000 maximum";
+        assert!(matches!(kind(400, None, anthropic), Some(ErrorKind::ContextLength(_))));
+        let ollama = "input length exceeds the context length";
+        assert!(matches!(kind(400, None, ollama), Some(ErrorKind::ContextLength(_))));
+        let policy = "Your request was rejected as a result of our safety system.";
+        assert!(matches!(
+            kind(400, Some("content_policy_violation"), policy),
+            Some(ErrorKind::ContentPolicy(_))
+        ));
+        assert_eq!(kind(400, None, "`temperature` must be at most 2"), None);
+        assert_eq!(kind(500, None, anthropic), None, "only a refusal of the request");
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub enum ErrorKind {
     /// The request cannot be sent to this provider as it is.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The prompt (with the output cap) is past the model's context window,
+    /// in the upstream's words. A model with a larger window may take it.
+    #[error("the prompt is longer than the model's context window: {0}")]
+    ContextLength(String),
+    /// The upstream's content policy refused the request, in its words.
+    #[error("the upstream's content policy refused the request: {0}")]
+    ContentPolicy(String),
     /// The request asks for something this provider cannot do; another
     /// provider may. Nothing was sent.
     #[error("`{param}` is not supported by this provider: {why}")]
@@ -82,6 +89,11 @@ impl ProviderError {
         Self::new(provider, ErrorKind::Unsupported { param, why })
     }
 
+    /// The prompt is past the model's context window.
+    pub fn is_context_length(&self) -> bool {
+        matches!(self.kind, ErrorKind::ContextLength(_))
+    }
+
     /// The request asks for what this provider cannot do (another may).
     pub fn is_unsupported(&self) -> bool {
         matches!(self.kind, ErrorKind::Unsupported { .. })
@@ -103,6 +115,8 @@ impl ProviderError {
             ErrorKind::Protocol(_) => "protocol",
             ErrorKind::Cut(_) => "cut",
             ErrorKind::InvalidRequest(_) => "invalid_request",
+            ErrorKind::ContextLength(_) => "context_length_exceeded",
+            ErrorKind::ContentPolicy(_) => "content_policy_violation",
             ErrorKind::Unsupported { .. } => "unsupported",
         }
     }
@@ -119,7 +133,7 @@ impl ProviderError {
     /// and it says nothing about this provider's health.
     pub fn is_client_error(&self) -> bool {
         match self.kind {
-            ErrorKind::InvalidRequest(_) => true,
+            ErrorKind::InvalidRequest(_) | ErrorKind::ContextLength(_) | ErrorKind::ContentPolicy(_) => true,
             // 401/403 mean our key is wrong and 408/429 mean the upstream is
             // busy: faults of the provider, not of the caller.
             ErrorKind::Status { status, .. } => matches!(status, 400 | 404 | 413 | 422),
@@ -149,6 +163,8 @@ impl ErrorKind {
             Self::Protocol(text) => Self::Protocol(clean(text)),
             Self::Cut(text) => Self::Cut(clean(text)),
             Self::InvalidRequest(text) => Self::InvalidRequest(clean(text)),
+            Self::ContextLength(text) => Self::ContextLength(clean(text)),
+            Self::ContentPolicy(text) => Self::ContentPolicy(clean(text)),
             Self::Unsupported { param, why } => Self::Unsupported { param, why },
             Self::Timeout => Self::Timeout,
         }

@@ -8,6 +8,7 @@ mod api;
 mod binary;
 mod budget;
 mod edge;
+mod faults;
 mod messages;
 mod observability;
 mod ollama;

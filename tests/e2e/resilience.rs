@@ -134,6 +134,11 @@ async fn the_breaker_opens_skips_the_dead_provider_then_closes_after_a_probe() {
     assert_eq!(calls.load(Ordering::SeqCst), 3, "one probe");
     let (_, body) = gateway.chat(hello(None)).await;
     assert_eq!(body["provider"], "openai", "and the circuit is closed");
+    let metrics = gateway.get("/metrics").send().await.unwrap().text().await.unwrap();
+    for (to, times) in [("open", 1), ("half_open", 1), ("closed", 1)] {
+        let line = format!("gateway_circuit_transitions_total{{provider=\"openai\",to=\"{to}\"}} {times}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{ChatRequest, ChatResponse, ChatStream, Chunk, ProviderError};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
@@ -22,8 +23,12 @@ pin_project! {
     /// The future of [`Failover`](super::Failover).
     pub struct ResponseFuture<S: Service<ChatRequest>> {
         targets: Arc<[Target<S>]>,
+        windows: Option<Arc<PriceTable>>,
         request: ChatRequest,
         next: usize,
+        // After a prompt too long for a model: that model and its window;
+        // only larger windows are tried, and its refusal is the answer if none is.
+        too_long: Option<(Option<String>, u32, BoxError)>,
         attempts: Vec<Attempt>,
         // Targets passed over (failed, or skipped for an open circuit), one bit each.
         failed: u64,
@@ -44,11 +49,13 @@ pin_project! {
 }
 
 impl<S: Service<ChatRequest>> ResponseFuture<S> {
-    pub(super) fn new(targets: Arc<[Target<S>]>, request: ChatRequest) -> Self {
+    pub(super) fn new(targets: Arc<[Target<S>]>, windows: Option<Arc<PriceTable>>, request: ChatRequest) -> Self {
         Self {
             targets,
+            windows,
             request,
             next: 0,
+            too_long: None,
             attempts: Vec::new(),
             failed: 0,
             open_for: None,
@@ -70,8 +77,15 @@ where
             let failed = match this.state.as_mut().project() {
                 StateProj::Next => {
                     let Some(target) = this.targets.get(*this.next) else {
+                        if let Some((_, _, refusal)) = this.too_long.take() {
+                            return Poll::Ready(Err(refusal));
+                        }
                         return Poll::Ready(Err(exhausted(this.attempts, *this.open_for)));
                     };
+                    if !takes_longer(target, this.request, this.windows.as_deref(), this.too_long.as_ref()) {
+                        *this.next += 1;
+                        continue;
+                    }
                     let service = Some(target.service.clone());
                     this.state.set(State::Readying {
                         service,
@@ -121,6 +135,22 @@ where
                 }
             };
             let (index, error) = failed;
+            if let Some(windows) = this.windows.as_deref().filter(|_| is_context_length(&*error)) {
+                let model = this.targets[index].model_for(this.request);
+                let window = model.and_then(|m| windows.context_window(m));
+                match window {
+                    Some(window) => {
+                        tracing::info!(
+                            provider = this.targets[index].name,
+                            "prompt too long for the model; trying a larger window"
+                        );
+                        *this.too_long = Some((model.map(str::to_owned), window, error));
+                        this.state.set(State::Next);
+                        continue;
+                    }
+                    None => return Poll::Ready(Err(error)),
+                }
+            }
             if is_client_error(&*error) {
                 return Poll::Ready(Err(error));
             }
@@ -138,6 +168,29 @@ where
             this.state.set(State::Next);
         }
     }
+}
+
+/// Whether `target` may be tried: always, unless a prompt was too long for
+/// a model, when only a different model with a larger known window may.
+fn takes_longer<S>(
+    target: &Target<S>,
+    request: &ChatRequest,
+    windows: Option<&PriceTable>,
+    too_long: Option<&(Option<String>, u32, BoxError)>,
+) -> bool {
+    let (Some((tried, window, _)), Some(windows)) = (too_long, windows) else {
+        return true;
+    };
+    let Some(model) = target.model_for(request) else {
+        return false;
+    };
+    tried.as_deref() != Some(model) && windows.context_window(model).is_some_and(|w| w > *window)
+}
+
+fn is_context_length(error: &(dyn std::error::Error + 'static)) -> bool {
+    crate::retry::error::last_error(error)
+        .downcast_ref::<ProviderError>()
+        .is_some_and(ProviderError::is_context_length)
 }
 
 /// Counts the failover, if there was one, and hands over the response.

@@ -7,6 +7,10 @@
 //! The primary gets the request's model; a fallback gets the model pinned for
 //! it, or its own default.
 //!
+//! A prompt too long for a model's context window is a refusal like any
+//! malformed request, but with [`Failover::context_windows`] it moves on to
+//! the next provider whose model has a larger window (never the same model).
+//!
 //! ```
 //! use chrysalis_middleware::failover::{Failover, Target};
 //! use chrysalis_services::mock::{Mock, MockConfig};
@@ -34,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrysalis_services::pricing::PriceTable;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Service};
 
@@ -46,6 +51,8 @@ pub struct Target<S> {
     /// `None` for the primary (the request's model); `Some(pin)` for a fallback.
     model: Option<Option<String>>,
     service: S,
+    /// The model it serves when the request names none, if known.
+    default_model: Option<String>,
     failovers_from: AtomicU64,
     failovers_to: AtomicU64,
 }
@@ -66,9 +73,26 @@ impl<S> Target<S> {
             name,
             model,
             service,
+            default_model: None,
             failovers_from: AtomicU64::new(0),
             failovers_to: AtomicU64::new(0),
         }
+    }
+
+    /// The model it serves when a request names none (for its context window).
+    #[must_use]
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
+    /// The model it would serve `request` with, if known.
+    fn model_for<'a>(&'a self, request: &'a ChatRequest) -> Option<&'a str> {
+        let model = match &self.model {
+            None => request.model.as_deref(),
+            Some(pinned) => pinned.as_deref(),
+        };
+        model.or(self.default_model.as_deref())
     }
 
     fn request(&self, request: &ChatRequest) -> ChatRequest {
@@ -95,12 +119,14 @@ pub struct FailoverStats {
 #[derive(Debug)]
 pub struct Failover<S> {
     targets: Arc<[Target<S>]>,
+    windows: Option<Arc<PriceTable>>,
 }
 
 impl<S> Clone for Failover<S> {
     fn clone(&self) -> Self {
         Self {
             targets: self.targets.clone(),
+            windows: self.windows.clone(),
         }
     }
 }
@@ -114,7 +140,16 @@ impl<S> Failover<S> {
         assert!(!targets.is_empty(), "failover needs at least one provider");
         Self {
             targets: targets.into(),
+            windows: None,
         }
+    }
+
+    /// Moves a prompt too long for one model's context window on to the
+    /// next provider whose model's window (from `prices`) is larger.
+    #[must_use]
+    pub fn context_windows(mut self, prices: Arc<PriceTable>) -> Self {
+        self.windows = Some(prices);
+        self
     }
 
     /// Failovers so far, per provider, in order.
@@ -145,7 +180,7 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        ResponseFuture::new(self.targets.clone(), request)
+        ResponseFuture::new(self.targets.clone(), self.windows.clone(), request)
     }
 }
 

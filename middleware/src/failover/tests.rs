@@ -114,3 +114,53 @@ async fn a_stream_that_fails_after_its_first_chunk_keeps_its_error() {
     assert_eq!(items, [delta("par"), timeout]);
     assert_eq!(b.calls(), 0, "text had reached the client: no failover");
 }
+
+#[tokio::test]
+async fn a_prompt_too_long_moves_on_only_to_a_different_model_with_a_larger_window() {
+    let too_long = || {
+        let why = "This model's maximum context length is 128000 tokens.".to_owned();
+        Act::Error(ProviderError::new("a", ErrorKind::ContextLength(why)))
+    };
+    let prices = std::sync::Arc::new(chrysalis_services::pricing::PriceTable::builtin());
+    let failover = |fallbacks: Vec<(&'static str, &str)>| {
+        let primary = Scripted::always("a", too_long());
+        let mut targets = vec![Target::primary("a", boxed(primary))];
+        let scripted: Vec<_> = fallbacks
+            .iter()
+            .map(|(name, model)| {
+                let provider = Scripted::always(name, Act::Answer);
+                targets.push(Target::fallback(name, Some((*model).into()), boxed(provider.clone())));
+                provider
+            })
+            .collect();
+        (Failover::new(targets).context_windows(prices.clone()), scripted)
+    };
+    let mut request = request();
+    request.model = Some("gpt-4o-mini".into());
+
+    // Same model, then a smaller window, then a larger one: only the last is asked.
+    let (larger, called) = failover(vec![
+        ("b", "gpt-4o-mini"),
+        ("c", "gpt-3.5-turbo"),
+        ("d", "gemini-2.5-pro"),
+    ]);
+    let response = larger.oneshot(request.clone()).await.unwrap();
+    assert_eq!(response.provider(), "d");
+    assert_eq!(called.iter().map(Scripted::calls).collect::<Vec<_>>(), [0, 0, 1]);
+
+    // No larger window: the refusal itself, a 400 with the provider's reason.
+    let (none, called) = failover(vec![("b", "gpt-4o-mini")]);
+    let error = none.oneshot(request.clone()).await.unwrap_err();
+    assert!(
+        error.downcast_ref::<ProviderError>().unwrap().is_context_length(),
+        "{error}"
+    );
+    assert_eq!(called[0].calls(), 0);
+
+    // Without windows it is a refusal like any malformed request.
+    let primary = Scripted::always("a", too_long());
+    let fallback = Scripted::always("b", Act::Answer);
+    let plain = pair(primary, fallback.clone());
+    assert!(plain.oneshot(request).await.is_err());
+    assert_eq!(fallback.calls(), 0);
+}

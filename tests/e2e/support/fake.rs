@@ -37,6 +37,8 @@ pub enum Framing {
     ChunkedCut,
     /// No length: the body ends when the connection closes.
     Close,
+    /// No answer at all: the connection closes once the request is read.
+    Reset,
 }
 
 /// What the fake answers.
@@ -50,6 +52,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Stop sending (but keep the connection open) after this many parts.
     pub stall_after: Option<usize>,
+    /// Headers besides the content type and framing.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -65,6 +69,7 @@ impl Reply {
             framing: Framing::Length,
             delay: Duration::ZERO,
             stall_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -77,6 +82,7 @@ impl Reply {
             framing: Framing::Chunked,
             delay: Duration::ZERO,
             stall_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -97,6 +103,16 @@ impl Reply {
     pub fn stall_after(mut self, parts: usize) -> Self {
         self.stall_after = Some(parts);
         self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Closes the connection without a byte of answer.
+    pub fn reset() -> Self {
+        Self::whole(200, "text/plain", "").framing(Framing::Reset)
     }
 }
 
@@ -165,17 +181,23 @@ async fn serve(
     recorded.lock().unwrap().push(request);
     count.send_modify(|count| *count += 1);
     tokio::time::sleep(reply.delay).await;
+    if reply.framing == Framing::Reset {
+        return Ok(());
+    }
     let mut head = format!(
         "HTTP/1.1 {} Fake\r\ncontent-type: {}\r\nconnection: close\r\n",
         reply.status, reply.content_type
     );
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     match reply.framing {
         Framing::Length => {
             let length: usize = reply.parts.iter().map(Vec::len).sum();
             head.push_str(&format!("content-length: {length}\r\n"));
         }
         Framing::Chunked | Framing::ChunkedCut => head.push_str("transfer-encoding: chunked\r\n"),
-        Framing::Close => {}
+        Framing::Close | Framing::Reset => {}
     }
     head.push_str("\r\n");
     socket.write_all(head.as_bytes()).await?;
