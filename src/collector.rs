@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrysalis_middleware::budget::BudgetHandle;
 use chrysalis_middleware::circuit_breaker::CircuitState;
 use chrysalis_middleware::failover::Failover;
+use chrysalis_middleware::rate_limit::RateLimitLayer;
 use chrysalis_services::pricing::PriceTable;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,6 +18,8 @@ use crate::stack::{ChatService, ProviderHandle};
 
 /// Reads the layers' state on each scrape.
 pub struct StatusCollector {
+    /// Whether its shared store answers.
+    pub rate_limit: RateLimitLayer,
     /// Each provider, in failover order.
     pub providers: Vec<ProviderHandle>,
     /// Failover counts.
@@ -38,6 +41,11 @@ impl Collector for StatusCollector {
         self.encode_circuits(&mut encoder)?;
         self.encode_failovers(&mut encoder)?;
         self.encode_budget(&mut encoder)?;
+        if let Some(up) = self.rate_limit.shared_store_up() {
+            let help = "Whether the last call to a store shared by the replicas answered (1) or not (0)";
+            let mut family = encoder.encode_descriptor("gateway_shared_state_up", help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::from(up)).encode(family.encode_family(&[("store", "redis")])?)?;
+        }
         let help = "Calls served by a model with no price (counted at $0)";
         let unpriced = encoder.encode_descriptor("gateway_unpriced_requests", help, None, MetricType::Counter)?;
         ConstCounter::new(self.prices.unpriced_calls()).encode(unpriced)

@@ -88,6 +88,15 @@ pub struct Config {
     /// One bucket for everyone (`global`) or one per agent_id (`agent`).
     #[arg(long, env = "GATEWAY_RATE_KEY", value_enum, default_value_t = RateKey::Global)]
     pub gateway_rate_key: RateKey,
+    /// Redis for rate-limit buckets shared by every replica (redis://...); unset: each replica its own.
+    #[arg(long, env = "GATEWAY_REDIS_URL", hide_env_values = true)]
+    pub gateway_redis_url: Option<Secret>,
+    /// Prefix of the gateway's Redis keys, so several deployments can share one server.
+    #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = "chrysalis:")]
+    pub gateway_redis_prefix: String,
+    /// How long a call to a shared store (Redis) may take, in ms, before the replica's own state decides.
+    #[arg(long, env = "GATEWAY_STORE_TIMEOUT_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gateway_store_timeout_ms: u64,
     /// Consecutive provider faults that open its circuit.
     #[arg(long, env = "CIRCUIT_FAILURE_THRESHOLD", default_value = "3")]
     pub circuit_failure_threshold: NonZeroU32,

@@ -177,17 +177,19 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
         })
         .collect();
     let failover = Failover::new(targets).context_windows(prices.clone());
+    let rate_limit = rate_limit(config)?;
     let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
         // Outermost, so rejections, in-flight requests and overhead are all seen.
         .layer(RequestMetricsLayer::new(&metrics))
         // Refuse excess first, before anything is spent on it.
-        .layer(rate_limit(config))
+        .layer(rate_limit.clone())
         // Reserve the most a call may cost; settle what it did cost, durably.
         .layer(budget)
         // Try providers in order; a stream only until its first chunk.
         .service(failover.clone());
     let collector = StatusCollector {
+        rate_limit,
         providers: handles.clone(),
         failover: failover.clone(),
         budget: budget_handle.clone(),
@@ -305,11 +307,21 @@ fn retry(config: &Config, provider: &'static str) -> RetryLayer {
         .expect("the deadline is at least 1 ms and the budget is the default")
 }
 
-fn rate_limit(config: &Config) -> RateLimitLayer {
+fn rate_limit(config: &Config) -> Result<RateLimitLayer, ConfigError> {
     let (rps, burst) = (config.gateway_rate_rps, config.gateway_rate_burst);
-    match config.gateway_rate_key {
+    let layer = match config.gateway_rate_key {
         RateKey::Global => RateLimitLayer::global(rps, burst),
         RateKey::Agent => RateLimitLayer::per_agent(rps, burst),
     }
-    .expect("the rate was checked when the configuration was parsed")
+    .expect("the rate was checked when the configuration was parsed");
+    let Some(url) = &config.gateway_redis_url else {
+        return Ok(layer);
+    };
+    let timeout = Duration::from_millis(config.gateway_store_timeout_ms);
+    layer
+        .shared(&url.0, &config.gateway_redis_prefix, timeout)
+        .map_err(|e| ConfigError {
+            variable: "GATEWAY_REDIS_URL",
+            problem: e.to_string(),
+        })
 }

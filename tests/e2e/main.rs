@@ -18,5 +18,6 @@ mod openrouter;
 mod properties;
 mod resilience;
 mod sdk_tools;
+mod shared_state;
 mod soak;
 mod tools;

@@ -10,6 +10,11 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
+/// A shared store's URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the rate limit store: {0}")]
+pub struct InvalidStore(pub String);
+
 /// A refill rate that is not a positive, finite number of requests a second.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[error("the rate must be a positive number of requests a second, not {0}")]

@@ -163,6 +163,24 @@ impl Limiter {
         oldest
     }
 
+    /// The time between two tokens.
+    pub(super) fn interval(&self) -> Duration {
+        self.quota.replenish_interval()
+    }
+
+    /// How many tokens a bucket holds.
+    pub(super) fn burst(&self) -> u32 {
+        self.quota.burst_size().get()
+    }
+
+    /// The name of `agent`'s bucket in a shared store.
+    pub(super) fn shared_key(&self, agent: &str) -> String {
+        match self.buckets {
+            Buckets::Global(_) => "global".to_owned(),
+            Buckets::PerAgent { .. } => format!("agent:{agent}"),
+        }
+    }
+
     /// How long an unused bucket takes to fill up again.
     fn refill(&self) -> Duration {
         self.quota.replenish_interval() * self.quota.burst_size().get()

@@ -17,22 +17,27 @@ mod clock;
 pub mod error;
 mod future;
 mod limiter;
+mod shared;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
+use future::Ask;
 pub use future::{MarkLeft, ResponseFuture};
 use limiter::Limiter;
+use shared::SharedBuckets;
 
 /// Applies a token bucket; every service made by one layer shares its buckets.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
+    shared: Option<SharedBuckets>,
 }
 
 impl RateLimitLayer {
@@ -40,6 +45,7 @@ impl RateLimitLayer {
     pub fn global(per_second: f64, burst: NonZeroU32) -> Result<Self, error::InvalidRate> {
         Ok(Self {
             limiter: Arc::new(Limiter::global(per_second, burst)?),
+            shared: None,
         })
     }
 
@@ -47,7 +53,27 @@ impl RateLimitLayer {
     pub fn per_agent(per_second: f64, burst: NonZeroU32) -> Result<Self, error::InvalidRate> {
         Ok(Self {
             limiter: Arc::new(Limiter::per_agent(per_second, burst)?),
+            shared: None,
         })
+    }
+
+    /// Keeps the buckets in Redis at `url`, under keys starting `prefix`,
+    /// shared by every gateway that names the same store and prefix, each
+    /// call waiting at most `timeout` for it.
+    /// While the store is unreachable, each falls back to its own bucket
+    /// (and says so once in the log, and in [`RateLimitLayer::shared_store_up`]),
+    /// and returns to the shared one when the store answers again. Fails
+    /// only on a URL that is not Redis's.
+    pub fn shared(mut self, url: &str, prefix: &str, timeout: Duration) -> Result<Self, error::InvalidStore> {
+        let buckets = SharedBuckets::connect(url, prefix, self.limiter.interval(), self.limiter.burst(), timeout)
+            .map_err(error::InvalidStore)?;
+        self.shared = Some(buckets);
+        Ok(self)
+    }
+
+    /// With a shared store: whether its last call answered.
+    pub fn shared_store_up(&self) -> Option<bool> {
+        self.shared.as_ref().map(SharedBuckets::is_up)
     }
 }
 
@@ -58,6 +84,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -67,28 +94,38 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
+    shared: Option<SharedBuckets>,
 }
 
 crate::wraps_inner!(RateLimit);
 
 impl<S> Service<ChatRequest> for RateLimit<S>
 where
-    S: Service<ChatRequest, Response = ChatResponse>,
+    S: Service<ChatRequest, Response = ChatResponse> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = ChatResponse;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        match self.limiter.check(&request.agent_id) {
-            Ok(left) => ResponseFuture::called(self.inner.call(request), MarkLeft(left)),
-            Err(limited) => ResponseFuture::refused(Err(limited.into())),
-        }
+        let Some(shared) = &self.shared else {
+            return ResponseFuture::local(&mut self.inner, &self.limiter, request);
+        };
+        let answer = shared.check(&self.limiter.shared_key(&request.agent_id));
+        // The service made ready goes with the call; this one keeps a clone.
+        let clone = self.inner.clone();
+        let ask = Ask {
+            inner: std::mem::replace(&mut self.inner, clone),
+            request,
+            limiter: self.limiter.clone(),
+            shared: shared.clone(),
+        };
+        ResponseFuture::asking(answer, ask)
     }
 }
 
