@@ -74,7 +74,12 @@ impl SharedBuckets {
         burst: u32,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let client =
+            redis::Client::open(url).map_err(|_| "not a Redis URL (redis://[:password@]host:port[/db])".to_owned())?;
+        // Its password must never reach a log line, as a provider key must not.
+        if let Some(password) = client.get_connection_info().redis_settings().password() {
+            chrysalis_services::redact::register_secret(password);
+        }
         let (jobs, queue) = mpsc::channel(QUEUE);
         let interval_ms = interval.as_secs_f64() * 1000.0;
         std::thread::Builder::new()
