@@ -161,3 +161,14 @@ test("aborting mid-stream cancels the call, and the gateway charges what was sen
   }
   assert.ok(spent > 0, "the partial answer was charged");
 });
+
+test("timeoutMs cancels a call the gateway is slow to answer", async () => {
+  const { url } = await gateway();
+  const client = new GatewayLLMClient({ baseUrl: url, timeoutMs: 200 });
+  const started = Date.now();
+  const slow = await rejection(client.chat("ts-agent", hello, { model: "mock-slow-5000" }));
+  assert.equal(slow.type, "timeout");
+  assert.ok(Date.now() - started < 4000, "it did not wait for the answer");
+  const slowStream = await rejection(collect(client.stream("ts-agent", hello, { model: "mock-slow-5000" })));
+  assert.equal(slowStream.type, "timeout");
+});
