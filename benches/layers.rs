@@ -191,6 +191,7 @@ fn chunks(n: usize) -> ChatStream {
         usage: Usage::default(),
         cost_usd: 0.0,
         finish_reason: None,
+        resumed_by: None,
     };
     ChatStream::new(
         "p",

@@ -73,6 +73,10 @@ pub struct Config {
     /// Between chunks once a stream flows, in ms (default LLM_TIMEOUT_MS).
     #[arg(long, env = "LLM_STALL_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub llm_stall_timeout_ms: Option<u64>,
+    /// A stream cut after text reached the client: `off` (its error frame) or `prefill` (the next
+    /// provider that continues an assistant prefill finishes it; budgets reserve twice for it).
+    #[arg(long, env = "LLM_STREAM_RESUME", value_enum, default_value_t = StreamResume::Off)]
+    pub llm_stream_resume: StreamResume,
     /// Retries of a failed call on the same provider (connect errors, 429, 500, 502, 503), before failover.
     #[arg(long, env = "LLM_RETRIES", default_value_t = 1)]
     pub llm_retries: u32,
@@ -383,6 +387,15 @@ impl FromStr for HeaderText {
             .map(|_| Self(s.to_owned()))
             .map_err(|_| "not a valid HTTP header value".to_owned())
     }
+}
+
+/// Whether a stream cut after its text reached the client is finished elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamResume {
+    /// The client gets the cut stream's error frame.
+    Off,
+    /// The next provider that takes an assistant prefill continues the answer.
+    Prefill,
 }
 
 /// What the rate limit's buckets are keyed by.

@@ -20,7 +20,7 @@ use axum::Router;
 use chrysalis_middleware::auth::BearerAuthLayer;
 use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Durability, Route, SqliteLedger};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
-use chrysalis_middleware::failover::{Failover, Target};
+use chrysalis_middleware::failover::{CutCost, Failover, Resume, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
 use chrysalis_middleware::metrics::{Metrics, ProviderMetricsLayer, ProviderStats, RequestMetricsLayer};
 use chrysalis_middleware::rate_limit::RateLimitLayer;
@@ -36,7 +36,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::collector::StatusCollector;
-use crate::config::{Config, ConfigError, DbSync, Deadlines, Origins, RateKey, UnpricedModels};
+use crate::config::{Config, ConfigError, DbSync, Deadlines, Origins, RateKey, StreamResume, UnpricedModels};
 use crate::http::anthropic_errors::AnthropicErrorsLayer;
 use crate::http::head_limits::HeadLimitLayer;
 use crate::http::{self, AppState};
@@ -176,7 +176,12 @@ pub fn chat(config: &Config) -> Result<Chat, ConfigError> {
             target(index, provider, measured, breaker, retry, config)
         })
         .collect();
-    let failover = Failover::new(targets).context_windows(prices.clone());
+    let mut failover = Failover::new(targets).context_windows(prices.clone());
+    if config.llm_stream_resume == StreamResume::Prefill {
+        let charges = budget.handle();
+        let cut_cost: CutCost = Arc::new(move |provider, model, usage| charges.cut_cost(provider, model, usage));
+        failover = failover.resume(Resume::prefill(PREFILL_PROVIDERS, cut_cost));
+    }
     let rate_limit = rate_limit(config)?;
     let budget_handle = budget.handle();
     let service = ServiceBuilder::new()
@@ -255,6 +260,7 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
         .expect("limits were checked when the configuration was parsed");
     budget.routes = providers.iter().map(route).collect();
     budget.default_max_tokens = config.llm_budget_default_max_tokens;
+    budget.resumable = config.llm_stream_resume == StreamResume::Prefill;
     let durability = match config.gateway_db_sync {
         DbSync::Normal => Durability::ProcessCrash,
         DbSync::Full => Durability::PowerLoss,
@@ -268,6 +274,11 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
         problem: e.to_string(),
     })
 }
+
+/// The providers whose APIs continue an assistant prefill: Anthropic's
+/// Messages, OpenRouter (for the models that do), Ollama, the mock. OpenAI's
+/// Chat Completions answers anew instead, so it is never asked to continue.
+const PREFILL_PROVIDERS: [&str; 4] = ["anthropic", "openrouter", "ollama", "mock"];
 
 /// One provider's own stack.
 fn target(

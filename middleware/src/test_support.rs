@@ -161,5 +161,6 @@ pub fn end() -> Result<Chunk, ProviderError> {
         usage: USAGE,
         cost_usd: COST,
         finish_reason: None,
+        resumed_by: None,
     }))
 }

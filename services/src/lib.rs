@@ -39,7 +39,7 @@ mod wire;
 
 pub use chat::{
     AnthropicNative, ChatRequest, ChatResponse, ChatStream, Chunk, ChunkStream, Completion, Content, CutCharge,
-    FinishReason, ImageUrl, Message, Part, ResponseFormat, ResponseMeta, Role, StreamEnd, Tool, ToolCall,
+    FinishReason, ImageUrl, Message, Part, ResentPrompt, ResponseFormat, ResponseMeta, Role, StreamEnd, Tool, ToolCall,
     ToolCallDelta, ToolChoice, Usage,
 };
 pub use client::ProviderConfig;

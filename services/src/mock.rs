@@ -9,7 +9,8 @@
 //! a call of its first tool (or the one `tool_choice` names), with
 //! arguments made from the tool's schema; once the conversation ends with a
 //! tool's result, the mock answers with text quoting it. Streams deliver
-//! each call in pieces, as real providers do.
+//! each call in pieces, as real providers do. A conversation that ends with
+//! an assistant's text (a prefill) is continued from it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +103,7 @@ impl ChatApi for MockConfig {
             usage,
             cost_usd: self.prices.lookup(&model).map_or(0.0, |p| p.cost(usage)),
             finish_reason: Some(finish),
+            resumed_by: None,
         };
         let cut = model == "mock-cut";
         if request.stream {
@@ -134,7 +136,22 @@ fn answer(request: &ChatRequest) -> String {
         return format!("The tool answered: {result}");
     }
     let said = last_user_text(request);
-    format!("Hello from the mock provider! You said: {said}")
+    let whole = format!("Hello from the mock provider! You said: {said}");
+    // An assistant prefill last: continue it, as a model asked to does.
+    match request
+        .messages
+        .last()
+        .filter(|m| m.role == Role::Assistant && m.tool_calls.is_empty())
+    {
+        Some(prefill) => {
+            let prefill = prefill.text();
+            match whole.strip_prefix(prefill.as_ref()) {
+                Some(rest) => rest.to_owned(),
+                None => " (continued)".to_owned(),
+            }
+        }
+        None => whole,
+    }
 }
 
 fn last_user_text(request: &ChatRequest) -> String {

@@ -76,6 +76,7 @@ impl Tally {
             usage,
             cost_usd,
             finish_reason: self.finish_reason.take(),
+            resumed_by: None,
         }
     }
 

@@ -68,6 +68,8 @@ impl SseFrames {
                     provider,
                     usage: end.usage,
                     cost_usd: end.cost_usd,
+                    resumed: end.resumed_by.is_some(),
+                    resumed_by: end.resumed_by,
                 })
             }
             Some(Err(e)) => self.error_frame(&e),
@@ -146,6 +148,11 @@ struct DoneFrame<'a> {
     provider: &'a str,
     usage: Usage,
     cost_usd: f64,
+    /// A stream cut short and finished by another provider says so, and which.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    resumed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_by: Option<&'a str>,
 }
 
 fn error_frame(buffer: &mut FrameBuffer, error: &ApiError) -> Event {

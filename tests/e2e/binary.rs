@@ -62,6 +62,7 @@ fn help_lists_every_variable() {
         "LLM_STALL_TIMEOUT_MS",
         "LLM_RETRIES",
         "LLM_RETRY_BACKOFF_MS",
+        "LLM_STREAM_RESUME",
         "GATEWAY_REDIS_URL",
         "GATEWAY_REDIS_PREFIX",
         "GATEWAY_STORE_TIMEOUT_MS",

@@ -68,6 +68,7 @@ where
                                 provider: s.provider,
                                 model: s.model.clone(),
                                 cut_charge: s.cut_charge.clone(),
+                                resent_prompt: s.resent_prompt.clone(),
                             };
                             return Poll::Ready(Ok(observe(response, settle)));
                         }

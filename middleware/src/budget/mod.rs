@@ -71,6 +71,10 @@ pub struct BudgetConfig {
     pub routes: Vec<Route>,
     /// The output cap reserved for, and set on, a call that sets no `max_tokens`.
     pub default_max_tokens: u32,
+    /// A stream cut short may be finished by a second call (failover's
+    /// resume), which repeats the prompt with the text so far: each call is
+    /// reserved for twice, plus its output cap again as prompt.
+    pub resumable: bool,
 }
 
 /// A provider that may serve a call, and the model it would use.
@@ -119,6 +123,7 @@ impl BudgetConfig {
             prices,
             routes: Vec::new(),
             default_max_tokens: 4096,
+            resumable: false,
         })
     }
 }
@@ -166,6 +171,12 @@ impl BudgetHandle {
     /// Spend, limits and what is left, today and this month, by agent and model.
     pub fn report(&self) -> Result<UsageReport, LedgerError> {
         self.0.report()
+    }
+
+    /// What the budget charges `usage` of a stream `provider` cut short
+    /// serving `model` (its price there; nothing if it has none).
+    pub fn cut_cost(&self, provider: &str, model: &str, usage: chrysalis_services::Usage) -> f64 {
+        self.0.partial_cost(provider, model, usage)
     }
 }
 

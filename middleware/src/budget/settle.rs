@@ -1,6 +1,6 @@
 //! Settling a streamed call when its stream ends, breaks or is dropped.
 
-use chrysalis_services::CutCharge;
+use chrysalis_services::{CutCharge, ResentPrompt};
 
 use super::state::Reservation;
 use crate::observe::{Hold, Observer, Outcome};
@@ -12,6 +12,8 @@ pub(super) struct SettleStream {
     pub(super) model: String,
     /// Where a cut stream's charge is told to the layers outside.
     pub(super) cut_charge: CutCharge,
+    /// Prompt bytes sent again to finish the stream, charged if it is cut.
+    pub(super) resent_prompt: ResentPrompt,
 }
 
 impl Observer for SettleStream {
@@ -21,6 +23,7 @@ impl Observer for SettleStream {
             provider,
             model,
             cut_charge,
+            resent_prompt,
         } = self;
         match outcome {
             Outcome::Completed { usage, cost_usd } => {
@@ -31,7 +34,9 @@ impl Observer for SettleStream {
                 }))
             }
             Outcome::Failed { chars, .. } | Outcome::Dropped { chars, .. } => {
-                if let Some((usage, cost_usd)) = reservation.settle_partial(provider, &model, chars) {
+                if let Some((usage, cost_usd)) =
+                    reservation.settle_partial(provider, &model, chars, resent_prompt.get())
+                {
                     cut_charge.set(usage, cost_usd);
                 }
                 None

@@ -184,7 +184,7 @@ impl BudgetState {
         let text = (request.prompt_chars() + 16 * request.messages.len()) as u64;
         let images = request.images() as u64;
         let completion = f64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens));
-        let mut dearest = 0.0_f64;
+        let (mut dearest, mut dearest_input) = (0.0_f64, 0.0_f64);
         for (route, model) in self.candidates(request) {
             let price = self.price(route, model)?;
             let provider = route.map_or("", |route| route.provider);
@@ -192,6 +192,12 @@ impl BudgetState {
             let prompt = (text + images * image_tokens(provider)).min(window) as f64;
             let cost = (prompt * price.dearest_input_per_mtok() + completion * price.output_per_mtok) / 1e6;
             dearest = dearest.max(cost);
+            dearest_input = dearest_input.max(price.dearest_input_per_mtok());
+        }
+        if self.config.resumable {
+            // The cut call, then its continuation on any route: the prompt
+            // again with the text so far (at most the output cap) as input.
+            return Ok(nanos(2.0 * dearest + completion * dearest_input / 1e6));
         }
         Ok(nanos(dearest))
     }
@@ -231,7 +237,7 @@ impl BudgetState {
 
     /// What `usage` of `model` on `provider` costs, for a call whose
     /// provider could not report it (a stream cut short).
-    fn partial_cost(&self, provider: &str, model: &str, usage: Usage) -> f64 {
+    pub(crate) fn partial_cost(&self, provider: &str, model: &str, usage: Usage) -> f64 {
         let route = self.config.routes.iter().find(|route| route.provider == provider);
         let prices = &self.config.prices;
         let price = match route {
@@ -363,11 +369,17 @@ impl Reservation {
     /// A call cut short after `chars` of text: the tokens it used are
     /// estimated and charged, and the charge returned. Nobody waits for the
     /// write; the writer still records it.
-    pub(crate) fn settle_partial(self, provider: &str, model: &str, chars: usize) -> Option<(Usage, f64)> {
-        if chars == 0 {
+    pub(crate) fn settle_partial(
+        self,
+        provider: &str,
+        model: &str,
+        chars: usize,
+        resent_prompt: usize,
+    ) -> Option<(Usage, f64)> {
+        if chars == 0 && resent_prompt == 0 {
             return None; // Dropping releases it: nothing was generated.
         }
-        let usage = Usage::estimate(self.prompt_chars, chars);
+        let usage = Usage::estimate(self.prompt_chars + resent_prompt, chars);
         let cost = self.state.partial_cost(provider, model, usage);
         drop(self.settle(provider, model, usage, cost));
         Some((usage, cost))

@@ -332,3 +332,32 @@ fn an_unpriced_model_under_the_ceiling_policy_is_reserved_at_the_providers_deare
     // Claude's dearest output: 75 USD per million tokens.
     assert!((estimate - 1000.0 * 75.0 / 1e6).abs() < 1e-9, "{estimate}");
 }
+
+#[tokio::test]
+async fn with_resume_a_call_is_reserved_twice_and_a_cut_counts_the_prompt_sent_again() {
+    let (plain, _) = layer_with(50.0, 500.0, Arc::new(MemoryLedger::default()), NOV_30_23H);
+    let mut config = BudgetConfig::new(50.0, 500.0, Arc::new(PriceTable::builtin())).unwrap();
+    config.resumable = true;
+    let clock = Arc::new(ManualClock(AtomicI64::new(NOV_30_23H)));
+    let resumable = BudgetLayer::with_clock(config, Arc::new(MemoryLedger::default()), clock).unwrap();
+    // gpt-4o: the whole call twice, plus the 1000-token cap again as input ($2.50/M).
+    let expected = 2.0 * estimate(&plain) + 1000.0 * 2.50 / 1e6;
+    assert!(
+        (estimate(&resumable) - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        estimate(&resumable)
+    );
+
+    // A stream cut with 4000 bytes of text, after 4000 bytes of prompt were sent again.
+    let cut = Err(chrysalis_services::ProviderError::cut("p", "eof"));
+    let provider = Scripted::always("p", Act::Stream(vec![delta("x".repeat(4000).as_str()), cut]));
+    let ChatResponse::Stream(stream) = resumable.layer(provider).oneshot(priced_request()).await.unwrap() else {
+        panic!()
+    };
+    stream.resent_prompt.add(4000);
+    let _: Vec<_> = stream.collect().await;
+    let spent = resumable.handle().report().unwrap().day.spent_usd;
+    let prompt = (request().prompt_chars() + 4000).div_ceil(4) as f64;
+    let expected = (prompt * 2.50 + 1000.0 * 10.0) / 1e6;
+    assert!((spent - expected).abs() < 1e-9, "{spent} vs {expected}");
+}

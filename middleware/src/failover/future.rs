@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 use tower::{BoxError, Service};
 
 use super::error::{AllFailed, AllOpen, Attempt};
+use super::resume::{Resumable, Resume};
 use super::Target;
 use crate::circuit_breaker::error::Open;
 use crate::fault::is_client_error;
@@ -24,6 +25,7 @@ pin_project! {
     pub struct ResponseFuture<S: Service<ChatRequest>> {
         targets: Arc<[Target<S>]>,
         windows: Option<Arc<PriceTable>>,
+        resume: Option<Arc<Resume>>,
         request: ChatRequest,
         next: usize,
         // After a prompt too long for a model: that model and its window;
@@ -49,10 +51,16 @@ pin_project! {
 }
 
 impl<S: Service<ChatRequest>> ResponseFuture<S> {
-    pub(super) fn new(targets: Arc<[Target<S>]>, windows: Option<Arc<PriceTable>>, request: ChatRequest) -> Self {
+    pub(super) fn new(
+        targets: Arc<[Target<S>]>,
+        windows: Option<Arc<PriceTable>>,
+        resume: Option<Arc<Resume>>,
+        request: ChatRequest,
+    ) -> Self {
         Self {
             targets,
             windows,
+            resume,
             request,
             next: 0,
             too_long: None,
@@ -66,8 +74,9 @@ impl<S: Service<ChatRequest>> ResponseFuture<S> {
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: Service<ChatRequest, Response = ChatResponse> + Clone,
+    S: Service<ChatRequest, Response = ChatResponse> + Clone + Send + Sync + Unpin + 'static,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
     type Output = Result<ChatResponse, BoxError>;
 
@@ -127,8 +136,12 @@ where
                     match ready!(Pin::new(chunks).poll_next(cx)) {
                         Some(Err(error)) => (index, error.into()),
                         first => {
-                            let stream = stream.take().expect("taken only when done");
-                            let response = ChatResponse::Stream(prepend(stream, first));
+                            let stream = prepend(stream.take().expect("taken only when done"), first);
+                            let stream = match this.resume {
+                                Some(resume) => resumable(stream, this.targets, this.request, resume, index),
+                                None => stream,
+                            };
+                            let response = ChatResponse::Stream(stream);
                             return Poll::Ready(Ok(served(this.targets, *this.failed, index, response)));
                         }
                     }
@@ -217,6 +230,24 @@ fn exhausted(attempts: &mut Vec<Attempt>, open_for: Option<Duration>) -> BoxErro
         }
         .into(),
     }
+}
+
+/// The stream, to be finished elsewhere if it is cut.
+fn resumable<S>(
+    stream: ChatStream,
+    targets: &Arc<[Target<S>]>,
+    request: &ChatRequest,
+    resume: &Arc<Resume>,
+    index: usize,
+) -> ChatStream
+where
+    S: Service<ChatRequest, Response = ChatResponse> + Clone + Send + Sync + Unpin + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let (model, resent) = (stream.model.clone(), stream.resent_prompt.clone());
+    let (targets, request, resume) = (targets.clone(), request.clone(), resume.clone());
+    stream.map_chunks(move |chunks| Resumable::new(chunks, targets, request, resume, index, model, resent))
 }
 
 /// Puts the first item, already read, back in front of the stream.

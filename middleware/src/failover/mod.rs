@@ -33,6 +33,7 @@
 
 pub mod error;
 mod future;
+mod resume;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Service};
 
 pub use future::ResponseFuture;
+pub use resume::{CutCost, Resume};
 
 /// One provider in the order.
 #[derive(Debug)]
@@ -120,6 +122,7 @@ pub struct FailoverStats {
 pub struct Failover<S> {
     targets: Arc<[Target<S>]>,
     windows: Option<Arc<PriceTable>>,
+    resume: Option<Arc<Resume>>,
 }
 
 impl<S> Clone for Failover<S> {
@@ -127,6 +130,7 @@ impl<S> Clone for Failover<S> {
         Self {
             targets: self.targets.clone(),
             windows: self.windows.clone(),
+            resume: self.resume.clone(),
         }
     }
 }
@@ -141,7 +145,16 @@ impl<S> Failover<S> {
         Self {
             targets: targets.into(),
             windows: None,
+            resume: None,
         }
+    }
+
+    /// Finishes a stream cut after its text reached the client with a
+    /// continuation from the next provider `resume` allows (see [`Resume`]).
+    #[must_use]
+    pub fn resume(mut self, resume: Resume) -> Self {
+        self.resume = Some(Arc::new(resume));
+        self
     }
 
     /// Moves a prompt too long for one model's context window on to the
@@ -167,8 +180,9 @@ impl<S> Failover<S> {
 
 impl<S> Service<ChatRequest> for Failover<S>
 where
-    S: Service<ChatRequest, Response = ChatResponse> + Clone,
+    S: Service<ChatRequest, Response = ChatResponse> + Clone + Send + Sync + Unpin + 'static,
     S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
     type Response = ChatResponse;
     type Error = BoxError;
@@ -180,7 +194,7 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        ResponseFuture::new(self.targets.clone(), self.windows.clone(), request)
+        ResponseFuture::new(self.targets.clone(), self.windows.clone(), self.resume.clone(), request)
     }
 }
 

@@ -14,7 +14,7 @@ pub use message::{nullable, Content, ImageUrl, Message, Part, Role, ToolCall};
 pub(crate) use response::ToolCallAssembly;
 pub use response::{Chunk, Completion, FinishReason, ResponseMeta, StreamEnd, ToolCallDelta, Usage};
 pub(crate) use stream::Replay;
-pub use stream::{ChatResponse, ChatStream, ChunkStream, CutCharge};
+pub use stream::{ChatResponse, ChatStream, ChunkStream, CutCharge, ResentPrompt};
 pub use tools::{stop_sequences, JsonSchema, ReasoningEffort, ResponseFormat, Tool, ToolChoice};
 
 /// A chat call. Cheap to clone: failover sends the same request to several providers.

@@ -171,6 +171,8 @@ pub struct StreamEnd {
     pub cost_usd: f64,
     /// Why generation stopped, when the upstream said.
     pub finish_reason: Option<FinishReason>,
+    /// The provider that finished a stream cut short elsewhere, when one did.
+    pub resumed_by: Option<&'static str>,
 }
 
 /// A piece of a tool call, as streams deliver them: the first piece of a

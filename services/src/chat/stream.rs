@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -25,7 +26,27 @@ pub struct ChatStream {
     pub meta: ResponseMeta,
     /// What the stream was charged if it did not reach its end.
     pub cut_charge: CutCharge,
+    /// Prompt bytes sent again to finish the stream elsewhere.
+    pub resent_prompt: ResentPrompt,
     chunks: ChunkStream,
+}
+
+/// Prompt bytes a layer sent again to have a stream cut short finished by
+/// another call (a resumed stream's continuation, which repeats the prompt):
+/// if the stream is cut after all, its charge counts them too.
+#[derive(Debug, Clone, Default)]
+pub struct ResentPrompt(Arc<AtomicUsize>);
+
+impl ResentPrompt {
+    /// Counts `bytes` more.
+    pub fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes sent again so far.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// What a stream that did not reach its end was charged: the budget writes
@@ -58,6 +79,7 @@ impl ChatStream {
             model,
             meta: ResponseMeta::default(),
             cut_charge: CutCharge::default(),
+            resent_prompt: ResentPrompt::default(),
             chunks: Box::pin(chunks),
         }
     }
@@ -73,11 +95,13 @@ impl ChatStream {
             model,
             meta,
             cut_charge,
+            resent_prompt,
             chunks,
         } = self;
         let mut wrapped = Self::new(provider, model, wrap(chunks));
         wrapped.meta = meta;
         wrapped.cut_charge = cut_charge;
+        wrapped.resent_prompt = resent_prompt;
         wrapped
     }
 
@@ -173,6 +197,7 @@ impl ChatResponse {
                     usage: c.usage,
                     cost_usd: c.cost_usd,
                     finish_reason: c.finish_reason,
+                    resumed_by: None,
                 };
                 let text = (!c.content.is_empty()).then_some(Chunk::Delta(c.content));
                 let calls = c.tool_calls.into_iter().zip(0..).map(|(call, index)| {
