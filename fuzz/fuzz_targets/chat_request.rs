@@ -14,12 +14,13 @@ use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 6] = [
     "/v1/chat",
     "/v1/chat/stream",
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/messages/count_tokens",
+    "/v1/responses",
 ];
 
 fn gateway() -> &'static (tokio::runtime::Runtime, Router) {

@@ -12,6 +12,9 @@ mod names;
 mod openai;
 mod openai_sse;
 mod params;
+mod responses;
+mod responses_request;
+mod responses_sse;
 mod sse;
 mod status;
 
@@ -52,6 +55,7 @@ pub fn router(state: AppState, inflight: InFlightLimitLayer) -> Router {
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/chat/completions", post(openai::completions))
         .route("/v1/messages", post(messages::messages))
+        .route("/v1/responses", post(responses::responses))
         .route_layer(inflight);
     Router::new()
         .merge(chat)

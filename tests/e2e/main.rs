@@ -17,6 +17,7 @@ mod openai_compat;
 mod openrouter;
 mod properties;
 mod resilience;
+mod responses;
 mod resume;
 mod sdk_tools;
 mod shared_state;

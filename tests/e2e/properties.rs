@@ -16,12 +16,13 @@ use tower::ServiceExt;
 
 use crate::support::temp_db;
 
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 6] = [
     "/v1/chat",
     "/v1/chat/stream",
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/messages/count_tokens",
+    "/v1/responses",
 ];
 
 fn app() -> Router {
@@ -63,6 +64,20 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// A full, valid call to `route`: every field it knows, so a change to one
 /// reaches that field's own parsing.
 fn valid_call(route: &str) -> Value {
+    if route == "/v1/responses" {
+        return json!({
+            "model": "mock-1", "instructions": "Be brief.", "max_output_tokens": 50, "temperature": 0.5,
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "Weather?"},
+                    {"type": "input_image", "image_url": "https://example.com/a.png"}]},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+                {"role": "user", "content": "Thanks."}
+            ],
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+            "tool_choice": "auto", "text": {"format": {"type": "text"}}, "store": false
+        });
+    }
     if route.starts_with("/v1/messages") {
         return json!({
             "model": "mock-1", "max_tokens": 50,
@@ -103,7 +118,11 @@ fn valid_call(route: &str) -> Value {
     call
 }
 
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 26] = [
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "text",
     "system",
     "stop_sequences",
     "top_k",
@@ -148,11 +167,19 @@ fn changed_call(route: &'static str) -> impl Strategy<Value = Value> {
         let mut call = valid_call(route);
         match depth {
             0 => call[*field.get(&FIELDS)] = value,
+            1 if call.get("input").is_some() => call["input"][message][*field.get(&MESSAGE_FIELDS)] = value,
             1 => call["messages"][message][*field.get(&MESSAGE_FIELDS)] = value,
-            _ => match call["messages"][message]["content"].as_array_mut() {
-                Some(blocks) => blocks[0][*field.get(&BLOCK_FIELDS)] = value,
-                None => call["messages"][message]["content"] = value,
-            },
+            _ => {
+                let list = if call.get("input").is_some() {
+                    "input"
+                } else {
+                    "messages"
+                };
+                match call[list][message]["content"].as_array_mut() {
+                    Some(blocks) => blocks[0][*field.get(&BLOCK_FIELDS)] = value,
+                    None => call[list][message]["content"] = value,
+                }
+            }
         }
         call
     })

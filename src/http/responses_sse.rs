@@ -1,0 +1,269 @@
+//! The events of a streamed `/v1/responses`, as OpenAI documents them, each
+//! with its `sequence_number`: `response.created`, `response.in_progress`;
+//! per output item `response.output_item.added`, for a message
+//! `response.content_part.added`, `response.output_text.delta`s,
+//! `response.output_text.done`, `response.content_part.done`, for a function
+//! call `response.function_call_arguments.delta`s and `.done`; then
+//! `response.output_item.done`; and `response.completed` (or
+//! `response.incomplete`) with usage. A stream cut after it started ends with
+//! an `error` event and `response.failed`, never `response.completed`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::response::sse::Event;
+use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, StreamEnd, ToolCall, ToolCallDelta};
+use futures_core::Stream;
+use serde_json::{json, Value};
+
+use super::frame::FrameBuffer;
+use super::log::RequestLog;
+use super::responses::{status_of, Shell};
+use crate::error::ApiError;
+use crate::shutdown::CutoffWatch;
+
+/// An output item as it is being written.
+enum Item {
+    Message(String),
+    Call { index: u32, call: ToolCall },
+}
+
+/// Turns chunks into Responses events.
+pub(super) struct ResponseEvents {
+    shell: Shell,
+    first: Option<Option<Result<Chunk, ProviderError>>>,
+    chunks: ChatStream,
+    pending: VecDeque<Event>,
+    buffer: FrameBuffer,
+    items: Vec<Item>,
+    /// Whether the last item is still open.
+    open: bool,
+    sequence: u64,
+    done: bool,
+    log: RequestLog,
+    cutoff: CutoffWatch,
+}
+
+impl ResponseEvents {
+    pub(super) fn new(
+        shell: Shell,
+        first: Option<Result<Chunk, ProviderError>>,
+        chunks: ChatStream,
+        log: RequestLog,
+        cutoff: CutoffWatch,
+    ) -> Self {
+        let mut events = Self {
+            shell,
+            first: Some(first),
+            chunks,
+            pending: VecDeque::with_capacity(8),
+            buffer: FrameBuffer::default(),
+            items: Vec::new(),
+            open: false,
+            sequence: 0,
+            done: false,
+            log,
+            cutoff,
+        };
+        let response = events.response("in_progress", None);
+        events.push("response.created", json!({"response": response}));
+        let response = events.response("in_progress", None);
+        events.push("response.in_progress", json!({"response": response}));
+        events
+    }
+
+    fn response(&self, status: &str, end: Option<&StreamEnd>) -> Value {
+        let output = (0..self.items.len()).map(|i| self.item(i, "completed")).collect();
+        self.shell
+            .object(&self.chunks.model, status, output, end.map(|e| e.usage))
+    }
+
+    fn item(&self, index: usize, status: &str) -> Value {
+        match &self.items[index] {
+            Item::Message(text) => self.shell.message_item(index, text, status),
+            Item::Call { call, .. } => self.shell.call_item(index, call, status),
+        }
+    }
+
+    /// Queues event `kind` with `fields`, numbered in order.
+    fn push(&mut self, kind: &'static str, mut fields: Value) {
+        fields["type"] = kind.into();
+        fields["sequence_number"] = self.sequence.into();
+        self.sequence += 1;
+        let event = self.buffer.named(Some(kind), &fields);
+        self.pending.push_back(event);
+    }
+
+    fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {
+        match item {
+            Some(Ok(Chunk::Delta(text))) => self.text(&text),
+            Some(Ok(Chunk::ToolCall(call))) => self.tool_call(call),
+            Some(Ok(Chunk::End(end))) => self.end(&end),
+            Some(Err(error)) => self.fail(ApiError::from_provider(&error)),
+            None => self.fail(ApiError::from_provider(&ProviderError::cut(
+                self.chunks.provider,
+                "stream ended without its end",
+            ))),
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if !(self.open && matches!(self.items.last(), Some(Item::Message(_)))) {
+            self.close();
+            self.items.push(Item::Message(String::new()));
+            self.open = true;
+            let index = self.items.len() - 1;
+            let item = self.item(index, "in_progress");
+            let mut item_without_content = item.clone();
+            item_without_content["content"] = json!([]);
+            self.push(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item_without_content}),
+            );
+            let id = self.shell.item_id("msg", index);
+            let part = json!({"type": "output_text", "text": "", "annotations": []});
+            self.push(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+            );
+        }
+        let index = self.items.len() - 1;
+        if let Some(Item::Message(so_far)) = self.items.last_mut() {
+            so_far.push_str(text);
+        }
+        let id = self.shell.item_id("msg", index);
+        self.push(
+            "response.output_text.delta",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}),
+        );
+    }
+
+    fn tool_call(&mut self, delta: ToolCallDelta) {
+        let same = self.open && matches!(self.items.last(), Some(Item::Call { index, .. }) if *index == delta.index);
+        if !same {
+            self.close();
+            let call = ToolCall {
+                id: delta.id.clone().unwrap_or_else(|| format!("call_{}", delta.index)),
+                name: delta.name.clone().unwrap_or_default(),
+                arguments: String::new(),
+            };
+            self.items.push(Item::Call {
+                index: delta.index,
+                call,
+            });
+            self.open = true;
+            let index = self.items.len() - 1;
+            let item = self.item(index, "in_progress");
+            self.push(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            );
+        }
+        if delta.arguments.is_empty() {
+            return;
+        }
+        let index = self.items.len() - 1;
+        if let Some(Item::Call { call, .. }) = self.items.last_mut() {
+            call.arguments.push_str(&delta.arguments);
+        }
+        let id = self.shell.item_id("fc", index);
+        self.push(
+            "response.function_call_arguments.delta",
+            json!({"item_id": id, "output_index": index, "delta": delta.arguments}),
+        );
+    }
+
+    /// Ends the open item with its `.done` events.
+    fn close(&mut self) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        let index = self.items.len() - 1;
+        match &self.items[index] {
+            Item::Message(text) => {
+                let (id, text) = (self.shell.item_id("msg", index), text.clone());
+                let done = json!({"item_id": id, "output_index": index, "content_index": 0, "text": text});
+                self.push("response.output_text.done", done);
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                let done = json!({"item_id": id, "output_index": index, "content_index": 0, "part": part});
+                self.push("response.content_part.done", done);
+            }
+            Item::Call { call, .. } => {
+                let (id, arguments) = (self.shell.item_id("fc", index), call.arguments.clone());
+                let done = json!({"item_id": id, "output_index": index, "arguments": arguments});
+                self.push("response.function_call_arguments.done", done);
+            }
+        }
+        let item = self.item(index, "completed");
+        self.push(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+    }
+
+    fn end(&mut self, end: &StreamEnd) {
+        self.log
+            .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
+        self.close();
+        let status = status_of(end.finish_reason.as_ref());
+        let mut response = self.response(status, Some(end));
+        if end.finish_reason == Some(FinishReason::Length) {
+            response["incomplete_details"] = json!({"reason": "max_output_tokens"});
+            self.push("response.incomplete", json!({"response": response}));
+        } else {
+            self.push("response.completed", json!({"response": response}));
+        }
+        self.done = true;
+    }
+
+    fn fail(&mut self, error: ApiError) {
+        // What was sent before the failure is charged once the layers inside settle.
+        self.chunks.cut();
+        let charged = self.chunks.cut_charge.get();
+        self.log.failed(Some(self.chunks.provider), &error, charged);
+        self.push(
+            "error",
+            json!({"code": error.kind, "message": error.message, "param": null}),
+        );
+        let mut response = self.response("failed", None);
+        response["error"] = json!({"code": "server_error", "message": error.message});
+        self.push("response.failed", json!({"response": response}));
+        self.done = true;
+    }
+}
+
+impl Drop for ResponseEvents {
+    fn drop(&mut self) {
+        if !self.done {
+            self.chunks.cut();
+            let charged = self.chunks.cut_charge.get();
+            self.log.cancelled(self.chunks.provider, &self.chunks.model, charged);
+        }
+    }
+}
+
+impl Stream for ResponseEvents {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if self.cutoff.poll_reached(cx) {
+                self.fail(ApiError::shutting_down());
+                continue;
+            }
+            let item = match self.first.take() {
+                Some(first) => first,
+                None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
+            };
+            self.on(item);
+        }
+    }
+}

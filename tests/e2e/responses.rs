@@ -1,0 +1,234 @@
+//! OpenAI's Responses API on the gateway (`/v1/responses`), translated to
+//! the chat types and back, whole and streamed, read as raw HTTP.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// `(event name, data)` pairs; each data's `type` is its event's name and
+/// the sequence numbers count up from 0.
+fn events(text: &str) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let name = block.lines().find_map(|l| l.strip_prefix("event: "));
+        let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+        let (Some(name), Some(data)) = (name, data) else {
+            continue;
+        };
+        let data: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(data["type"], name, "{block}");
+        assert_eq!(data["sequence_number"], out.len(), "{block}");
+        out.push((name.to_owned(), data));
+    }
+    out
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn answer(message: Value, finish: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}}),
+    )
+}
+
+async fn post(gateway: &Gateway, body: &Value) -> reqwest::Response {
+    gateway.post("/v1/responses").json(body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_whole_response_translates_items_tools_and_format_both_ways() {
+    let fake = FakeUpstream::start(|request| {
+        if request.body["messages"].as_array().unwrap().len() == 2 {
+            let call = json!({"id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
+            answer(json!({"role": "assistant", "content": null, "tool_calls": [call]}), "tool_calls")
+        } else {
+            answer(json!({"role": "assistant", "content": "{\"summary\":\"sunny\"}"}), "stop")
+        }
+    })
+    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather by city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let question = json!({"role": "user", "content": [
+        {"type": "input_text", "text": "Weather where this is?"},
+        {"type": "input_image", "image_url": "https://example.com/paris.jpg"}]});
+    let first = json!({"model": "gpt-4o-mini", "instructions": "Be terse.", "input": [question], "tools": tools,
+        "tool_choice": "required", "max_output_tokens": 200, "user": "planner", "store": false});
+    let response = post(&gateway, &first).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "response");
+    assert!(body["id"].as_str().unwrap().starts_with("resp_"), "{body}");
+    assert_eq!(body["status"], "completed");
+    let call = &body["output"][0];
+    assert_eq!(
+        (
+            call["type"].as_str(),
+            call["call_id"].as_str(),
+            call["name"].as_str(),
+            call["arguments"].as_str()
+        ),
+        (
+            Some("function_call"),
+            Some("call_7"),
+            Some("get_weather"),
+            Some("{\"city\":\"Paris\"}")
+        ),
+        "{body}"
+    );
+    assert_eq!(body["usage"]["input_tokens"], 30);
+    assert_eq!(body["usage"]["output_tokens"], 8);
+    assert_eq!(body["usage"]["total_tokens"], 38);
+    let sent = fake.last().body;
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be terse."}));
+    assert_eq!(
+        sent["messages"][1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "https://example.com/paris.jpg"}})
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(sent["tool_choice"], "required");
+    assert_eq!(sent["max_completion_tokens"], 200);
+    assert_eq!(sent["user"], "planner");
+
+    let second = json!({"model": "gpt-4o-mini", "instructions": "Be terse.", "store": false,
+        "input": [question, call, {"type": "function_call_output", "call_id": "call_7", "output": "24 C, sunny"}],
+        "text": {"format": {"type": "json_schema", "name": "weather", "schema": {"type": "object", "properties": {"summary": {"type": "string"}}}}}});
+    let body: Value = post(&gateway, &second).await.json().await.unwrap();
+    assert_eq!(body["output"][0]["type"], "message", "{body}");
+    assert_eq!(
+        body["output"][0]["content"][0],
+        json!({"type": "output_text", "text": "{\"summary\":\"sunny\"}", "annotations": []})
+    );
+    assert_eq!(body["output_text"], "{\"summary\":\"sunny\"}");
+    assert_eq!(body["text"]["format"]["type"], "json_schema");
+    let sent = fake.last().body;
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "call_7");
+    assert_eq!(
+        messages[3],
+        json!({"role": "tool", "content": "24 C, sunny", "tool_call_id": "call_7"})
+    );
+    assert_eq!(sent["response_format"]["json_schema"]["name"], "weather");
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> String {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+#[tokio::test]
+async fn a_stream_follows_the_documented_event_sequence_and_a_cut_one_fails() {
+    let mut whole = chunk(json!({"role": "assistant", "content": ""}), None);
+    for text in ["Let me ", "check."] {
+        whole.push_str(&chunk(json!({"content": text}), None));
+    }
+    whole.push_str(&chunk(json!({"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}), None));
+    for piece in ["{\"city\":", "\"Paris\"}"] {
+        whole.push_str(&chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            None,
+        ));
+    }
+    whole.push_str(&chunk(json!({}), Some("tool_calls")));
+    whole.push_str(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n",
+    );
+    let cut = chunk(json!({"content": "Hal"}), None);
+    let fake = FakeUpstream::start(move |request| match request.body["user"].as_str() {
+        Some("cut") => Reply::sse(&cut, 5).framing(Framing::ChunkedCut),
+        _ => Reply::sse(&whole, 7),
+    })
+    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
+    let request = json!({"model": "gpt-4o-mini", "input": "Weather in Paris?", "stream": true,
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]});
+    let response = post(&gateway, &request).await;
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let streamed = events(&response.text().await.unwrap());
+    assert_eq!(
+        names(&streamed),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    assert_eq!(streamed[0].1["response"]["status"], "in_progress");
+    assert_eq!(streamed[6].1["text"], "Let me check.");
+    assert_eq!(streamed[9].1["item"]["call_id"], "call_9");
+    assert_eq!(streamed[12].1["arguments"], "{\"city\":\"Paris\"}");
+    let completed = &streamed.last().unwrap().1["response"];
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["output"][0]["content"][0]["text"], "Let me check.");
+    assert_eq!(completed["output"][1]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(completed["usage"]["input_tokens"], 12);
+    assert_eq!(completed["usage"]["output_tokens"], 7);
+    assert_eq!(fake.last().body["stream"], true);
+
+    let mut cut_request = request.clone();
+    cut_request["user"] = "cut".into();
+    let cut_events = events(&post(&gateway, &cut_request).await.text().await.unwrap());
+    let cut_names = names(&cut_events);
+    assert_eq!(
+        &cut_names[cut_names.len() - 2..],
+        ["error", "response.failed"],
+        "{cut_names:?}"
+    );
+    assert!(!cut_names.contains(&"response.completed"));
+    assert_eq!(cut_events.last().unwrap().1["response"]["status"], "failed");
+}
+
+#[tokio::test]
+async fn what_cannot_be_served_is_a_400_naming_it_in_openais_shape() {
+    let gateway = Gateway::start(&["--llm-provider", "mock"]).await;
+    for (body, param) in [
+        (
+            json!({"model": "mock-1", "input": "hi", "tools": [{"type": "web_search_preview"}]}),
+            "tools[].web_search_preview",
+        ),
+        (
+            json!({"model": "mock-1", "input": "hi", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "mock-1", "input": "hi", "background": true}),
+            "background",
+        ),
+    ] {
+        let response = post(&gateway, &body).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+    }
+    let simple: Value = post(&gateway, &json!({"model": "mock-1", "input": "Hello"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        simple["output_text"], "Hello from the mock provider! You said: Hello",
+        "{simple}"
+    );
+}
