@@ -95,6 +95,12 @@ pub struct Config {
     /// Redis for rate-limit buckets shared by every replica (redis://...); unset: each replica its own.
     #[arg(long, env = "GATEWAY_REDIS_URL", hide_env_values = true)]
     pub gateway_redis_url: Option<Secret>,
+    /// How long a stored Responses API response can be continued by `previous_response_id`, in hours.
+    #[arg(long, env = "GATEWAY_RESPONSES_TTL_HOURS", default_value_t = 720)]
+    pub gateway_responses_ttl_hours: u64,
+    /// The most the stored responses may take, in MiB (the oldest go first).
+    #[arg(long, env = "GATEWAY_RESPONSES_MAX_MB", default_value_t = 256)]
+    pub gateway_responses_max_mb: u64,
     /// Prefix of the gateway's Redis keys, so several deployments can share one server.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = "chrysalis:")]
     pub gateway_redis_prefix: String,

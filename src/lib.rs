@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod providers;
+pub mod responses_store;
 pub mod server;
 pub mod shutdown;
 pub mod stack;

@@ -41,6 +41,7 @@ use crate::http::anthropic_errors::AnthropicErrorsLayer;
 use crate::http::head_limits::HeadLimitLayer;
 use crate::http::{self, AppState};
 use crate::providers::{self, Provider};
+use crate::responses_store::{self, ResponseStore};
 
 /// A chat service with its type erased: what every stage of the stack is boxed as.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
@@ -96,6 +97,7 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
         chat: chat.service,
         status: chat.status,
         token_counter: chat.token_counter,
+        responses: Arc::new(responses(config)?),
         max_body_bytes: config.gateway_max_body_bytes,
         body_timeout: config.body_timeout(),
     };
@@ -118,6 +120,17 @@ pub fn app(config: &Config) -> Result<Router, ConfigError> {
     let inflight = InFlightLimitLayer::new(config.gateway_max_inflight);
     // Body type, size and time limits apply where bodies are read (`http::chat`), so they answer in JSON.
     Ok(http::router(state, inflight).layer(edge))
+}
+
+/// The store of Responses API conversations, beside the ledger.
+fn responses(config: &Config) -> Result<ResponseStore, ConfigError> {
+    let path = responses_store::path_beside(&config.gateway_db);
+    let ttl = Duration::from_secs(config.gateway_responses_ttl_hours.saturating_mul(3600));
+    let max_bytes = config.gateway_responses_max_mb.saturating_mul(1 << 20);
+    ResponseStore::open(&path, ttl, max_bytes).map_err(|e| ConfigError {
+        variable: "GATEWAY_DB",
+        problem: format!("cannot open the responses store {}: {e}", path.display()),
+    })
 }
 
 fn cors(config: &Config) -> CorsLayer {

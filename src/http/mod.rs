@@ -30,6 +30,7 @@ use chrysalis_middleware::inflight::InFlightLimitLayer;
 use chrysalis_services::anthropic::Anthropic;
 
 use crate::error::ApiError;
+use crate::responses_store::ResponseStore;
 use crate::stack::{ChatService, Status};
 
 /// What every handler shares.
@@ -45,6 +46,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Anthropic, when it is the primary: it counts `count_tokens`' tokens.
     pub token_counter: Option<Anthropic>,
+    /// Responses kept for `previous_response_id`.
+    pub responses: Arc<ResponseStore>,
 }
 
 /// The routes. Only the chat routes count against `inflight`: health checks,

@@ -1,19 +1,21 @@
 //! OpenAI's Responses API, `POST /v1/responses` (whole and streamed), for the
 //! SDKs that default to it (the Vercel AI SDK's `openai(...)`, OpenAI's
 //! Agents SDKs), through the same chat stack as every route, to any provider.
-//! Requests carry their whole history (`store: false`, or items sent back);
-//! `previous_response_id` names a stored response, which this gateway does
-//! not keep yet, so it is a 400 that says so, never a silent drop.
+//! A request carries its whole history (`store: false`, or the items sent
+//! back), or continues a stored response by `previous_response_id`: the
+//! gateway keeps each response (unless `store: false`) in its
+//! [`ResponseStore`], for the agent that made it; an id it does not hold (or
+//! no longer) is a 400 that says so, never a silent drop.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrysalis_services::{Completion, FinishReason, ToolCall, Usage};
+use chrysalis_services::{ChatRequest, Completion, FinishReason, Message, Role, ToolCall, Usage};
 use serde_json::{json, Map, Value};
 
 use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
@@ -22,6 +24,7 @@ use super::responses_request::{Echo, ResponsesBody};
 use super::responses_sse::ResponseEvents;
 use super::AppState;
 use crate::error::ApiError;
+use crate::responses_store::ResponseStore;
 use crate::shutdown::Cutoff;
 
 /// `POST /v1/responses`.
@@ -37,30 +40,44 @@ pub(super) async fn responses(
         let bytes = read_json_body(&state, &headers, body).await?;
         let body: ResponsesBody =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
-        if body.previous_response_id.is_some() {
-            return Err(ApiError::unsupported(
-                "previous_response_id",
-                "this gateway keeps no responses yet: send the conversation's items in `input` (with `store: false`)",
-            ));
+        let (mut request, echo) = body.into_request(&headers)?;
+        if let Some(previous) = &echo.previous_response_id {
+            continue_from(&state.responses, previous, &mut request, echo.instructions.is_some())?;
         }
-        body.into_request(&headers)
+        Ok((request, echo))
     };
     let (request, echo) = match parsed.await {
         Ok(parsed) => parsed,
         Err(error) => return failed(&log, error),
     };
+    let keep = echo.store.then(|| Keep {
+        store: state.responses.clone(),
+        agent: request.agent_id.to_string(),
+        conversation: request
+            .messages
+            .iter()
+            .filter(|m| !m.role.is_instruction())
+            .cloned()
+            .collect(),
+    });
     let shell = Shell::new(echo);
     if request.stream {
         return match call_stream(&state, request, &mut log, &cutoff).await {
             Ok((first, chunks)) => {
                 let meta = chunks.meta;
-                sse_response(ResponseEvents::new(shell, first, chunks, log, cutoff.watch()), meta)
+                sse_response(
+                    ResponseEvents::new(shell, keep, first, chunks, log, cutoff.watch()),
+                    meta,
+                )
             }
             Err(error) => failed(&log, error),
         };
     }
     match call_complete(&state, request, &mut log, &cutoff).await {
         Ok(completion) => {
+            if let Some(keep) = keep {
+                keep.put(&shell.id, &completion.content, &completion.tool_calls);
+            }
             let mut response = Json(shell.whole(&completion)).into_response();
             completion_headers(&completion, response.headers_mut());
             if let Ok(provider) = HeaderValue::from_str(completion.provider) {
@@ -77,6 +94,52 @@ fn failed(log: &RequestLog, error: ApiError) -> Response {
     error.into_openai_response()
 }
 
+/// Puts the stored conversation of `previous` before the request's input.
+fn continue_from(
+    store: &ResponseStore,
+    previous: &str,
+    request: &mut ChatRequest,
+    instructions: bool,
+) -> Result<(), ApiError> {
+    let history = store
+        .get(previous, &request.agent_id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?;
+    let Some(history) = history else {
+        let why = format!(
+            "no stored response `{previous}` for this agent: it was never stored (`store: false`), has expired, or is another agent's; send the conversation's items in `input`"
+        );
+        return Err(super::params::invalid("previous_response_id", why));
+    };
+    let at = usize::from(instructions);
+    let mut messages = request.messages.to_vec();
+    messages.splice(at..at, history);
+    request.messages = messages.into();
+    Ok(())
+}
+
+/// What to store of a response once it is answered: its conversation, and the answer.
+pub(super) struct Keep {
+    store: Arc<ResponseStore>,
+    agent: String,
+    conversation: Vec<Message>,
+}
+
+impl Keep {
+    /// Stores the conversation with the answer (`content`, `tool_calls`) as response `id`.
+    pub(super) fn put(mut self, id: &str, content: &str, tool_calls: &[ToolCall]) {
+        let answer = Message {
+            tool_calls: tool_calls.to_vec(),
+            ..Message::new(Role::Assistant, content)
+        };
+        self.conversation.push(answer);
+        match self.store.put(id, &self.agent, &self.conversation) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(id, "a response too large to store: it cannot be continued by id"),
+            Err(error) => tracing::warn!(id, error = %error, "a response could not be stored"),
+        }
+    }
+}
+
 /// What every form of one response repeats: its ids, time, and the request's echo.
 pub(super) struct Shell {
     pub(super) id: String,
@@ -86,11 +149,10 @@ pub(super) struct Shell {
 
 impl Shell {
     fn new(echo: Echo) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Self {
-            id: format!("resp_{:x}{n:06x}", now.as_millis()),
+            // Unguessable: an id is what continues a stored conversation.
+            id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
             created_at: now.as_secs(),
             echo,
         }
@@ -117,7 +179,7 @@ impl Shell {
             "tools": self.echo.tools.iter().cloned().map(Value::Object).collect::<Vec<_>>(),
             "tool_choice": self.echo.tool_choice, "parallel_tool_calls": self.echo.parallel_tool_calls,
             "text": {"format": self.echo.text_format}, "store": self.echo.store,
-            "previous_response_id": null, "truncation": "disabled",
+            "previous_response_id": self.echo.previous_response_id, "truncation": "disabled",
         })
     }
 

@@ -91,6 +91,7 @@ pub(super) struct Echo {
     pub(super) text_format: Value,
     pub(super) parallel_tool_calls: bool,
     pub(super) store: bool,
+    pub(super) previous_response_id: Option<String>,
 }
 
 impl ResponsesBody {
@@ -156,6 +157,7 @@ impl ResponsesBody {
             text_format: format.map_or_else(|| serde_json::json!({"type": "text"}), Value::Object),
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
             store: self.store.unwrap_or(true),
+            previous_response_id: self.previous_response_id,
         };
         Ok((request, echo))
     }

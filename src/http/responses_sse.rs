@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::frame::FrameBuffer;
 use super::log::RequestLog;
-use super::responses::{status_of, Shell};
+use super::responses::{status_of, Keep, Shell};
 use crate::error::ApiError;
 use crate::shutdown::CutoffWatch;
 
@@ -33,6 +33,7 @@ enum Item {
 /// Turns chunks into Responses events.
 pub(super) struct ResponseEvents {
     shell: Shell,
+    keep: Option<Keep>,
     first: Option<Option<Result<Chunk, ProviderError>>>,
     chunks: ChatStream,
     pending: VecDeque<Event>,
@@ -49,6 +50,7 @@ pub(super) struct ResponseEvents {
 impl ResponseEvents {
     pub(super) fn new(
         shell: Shell,
+        keep: Option<Keep>,
         first: Option<Result<Chunk, ProviderError>>,
         chunks: ChatStream,
         log: RequestLog,
@@ -56,6 +58,7 @@ impl ResponseEvents {
     ) -> Self {
         let mut events = Self {
             shell,
+            keep,
             first: Some(first),
             chunks,
             pending: VecDeque::with_capacity(8),
@@ -207,6 +210,26 @@ impl ResponseEvents {
         self.log
             .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
         self.close();
+        if let Some(keep) = self.keep.take() {
+            let text: String = self
+                .items
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Message(text) => Some(text.as_str()),
+                    Item::Call { .. } => None,
+                })
+                .collect();
+            let calls: Vec<ToolCall> = self
+                .items
+                .iter()
+                .filter_map(|item| match item {
+                    Item::Call { call, .. } => Some(call.clone()),
+                    Item::Message(_) => None,
+                })
+                .collect();
+            // Stored before the last event, so the client may continue from it at once.
+            keep.put(&self.shell.id, &text, &calls);
+        }
         let status = status_of(end.finish_reason.as_ref());
         let mut response = self.response(status, Some(end));
         if end.finish_reason == Some(FinishReason::Length) {

@@ -63,6 +63,8 @@ fn help_lists_every_variable() {
         "LLM_RETRIES",
         "LLM_RETRY_BACKOFF_MS",
         "LLM_STREAM_RESUME",
+        "GATEWAY_RESPONSES_TTL_HOURS",
+        "GATEWAY_RESPONSES_MAX_MB",
         "GATEWAY_REDIS_URL",
         "GATEWAY_REDIS_PREFIX",
         "GATEWAY_STORE_TIMEOUT_MS",

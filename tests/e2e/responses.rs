@@ -232,3 +232,98 @@ async fn what_cannot_be_served_is_a_400_naming_it_in_openais_shape() {
         "{simple}"
     );
 }
+
+#[tokio::test]
+async fn previous_response_id_continues_a_stored_conversation_of_the_same_agent_only() {
+    let fake = FakeUpstream::start(|request| {
+        let turns = request.body["messages"].as_array().unwrap().len();
+        let text = format!("answer after {turns} messages");
+        if request.body["stream"] == true {
+            let mut body = chunk(json!({"content": text}), None);
+            body.push_str(&chunk(json!({}), Some("stop")));
+            body.push_str(
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n",
+            );
+            return Reply::sse(&body, 64);
+        }
+        answer(json!({"role": "assistant", "content": text}), "stop")
+    })
+    .await;
+    let gateway = Gateway::openai(&fake, &[]).await;
+    let first: Value = post(
+        &gateway,
+        &json!({"model": "gpt-4o-mini", "instructions": "Be terse.", "input": "Hi, I am Ada.", "user": "ada"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(first["output_text"], "answer after 2 messages");
+    let second = post(
+        &gateway,
+        &json!({"model": "gpt-4o-mini", "instructions": "Be kind.", "input": "What is my name?", "user": "ada", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["previous_response_id"], id.as_str());
+    let sent = fake.last().body;
+    assert_eq!(
+        sent["messages"],
+        json!([
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "Hi, I am Ada."},
+            {"role": "assistant", "content": "answer after 2 messages"},
+            {"role": "user", "content": "What is my name?"}
+        ]),
+        "the stored turns, without the old instructions, then the new input"
+    );
+
+    // A streamed response is stored too, and continued from at once.
+    let streamed = post(&gateway, &json!({"model": "gpt-4o-mini", "input": "And now?", "user": "ada", "stream": true, "previous_response_id": second["id"]}))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let streamed_id = events(&streamed)[0].1["response"]["id"].as_str().unwrap().to_owned();
+    let third = post(
+        &gateway,
+        &json!({"model": "gpt-4o-mini", "input": "Last one.", "user": "ada", "previous_response_id": streamed_id}),
+    )
+    .await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(fake.last().body["messages"].as_array().unwrap().len(), 7);
+
+    let refused = [
+        json!({"model": "gpt-4o-mini", "input": "Whose is this?", "user": "mallory", "previous_response_id": id}),
+        json!({"model": "gpt-4o-mini", "input": "?", "user": "ada", "previous_response_id": "resp_unknown"}),
+    ];
+    for body in refused {
+        let response = post(&gateway, &body).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], "previous_response_id");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no stored response"),
+            "{error}"
+        );
+    }
+    let unstored: Value = post(
+        &gateway,
+        &json!({"model": "gpt-4o-mini", "input": "x", "user": "ada", "store": false}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let again = post(
+        &gateway,
+        &json!({"model": "gpt-4o-mini", "input": "y", "user": "ada", "previous_response_id": unstored["id"]}),
+    )
+    .await;
+    assert_eq!(again.status(), 400, "store: false keeps nothing");
+}
