@@ -327,3 +327,234 @@ async fn previous_response_id_continues_a_stored_conversation_of_the_same_agent_
     .await;
     assert_eq!(again.status(), 400, "store: false keeps nothing");
 }
+
+fn sdk(gateway: &Gateway) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+    let config = async_openai::config::OpenAIConfig::new()
+        .with_api_base(format!("{}/v1", gateway.url))
+        .with_api_key("unused");
+    async_openai::Client::with_config(config)
+}
+
+fn sdk_request(body: Value) -> async_openai::types::responses::CreateResponse {
+    serde_json::from_value(body).expect("the SDK's request type reads it")
+}
+
+#[tokio::test]
+async fn the_async_openai_responses_client_runs_a_function_call_loop_whole_and_streamed() {
+    use async_openai::types::responses::{OutputItem, ResponseStreamEvent};
+    use futures_util::StreamExt;
+
+    let gateway = Gateway::start(&["--llm-provider", "mock"]).await;
+    let client = sdk(&gateway);
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather by city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": false}]);
+    let ask = json!({"role": "user", "content": "Weather in Paris?"});
+    let first = client
+        .responses()
+        .create(sdk_request(
+            json!({"model": "mock-1", "input": [ask], "tools": tools, "store": false}),
+        ))
+        .await
+        .expect("the SDK reads the whole response");
+    let call = first
+        .output
+        .iter()
+        .find_map(|item| match item {
+            OutputItem::FunctionCall(call) => Some(call.clone()),
+            _ => None,
+        })
+        .expect("a function call");
+    assert_eq!(call.name, "get_weather");
+    let output = json!({"type": "function_call_output", "call_id": call.call_id, "output": "24 C, sunny"});
+    let call_item =
+        json!({"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments});
+    let second = client
+        .responses()
+        .create(sdk_request(
+            json!({"model": "mock-1", "input": [ask, call_item, output], "tools": tools, "store": false}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(second.output_text().as_deref(), Some("The tool answered: 24 C, sunny"));
+
+    let mut stream = client
+        .responses()
+        .create_stream(sdk_request(
+            json!({"model": "mock-1", "input": "Hello", "stream": true}),
+        ))
+        .await
+        .unwrap();
+    let (mut text, mut completed) = (String::new(), None);
+    while let Some(event) = stream.next().await {
+        match event.expect("the SDK reads every event") {
+            ResponseStreamEvent::ResponseOutputTextDelta(delta) => text.push_str(&delta.delta),
+            ResponseStreamEvent::ResponseCompleted(done) => completed = Some(done.response),
+            _ => {}
+        }
+    }
+    assert_eq!(text, "Hello from the mock provider! You said: Hello");
+    let completed = completed.expect("a response.completed event");
+    assert_eq!(completed.output_text().as_deref(), Some(text.as_str()));
+    assert!(completed.usage.expect("usage").total_tokens > 0);
+}
+
+fn anthropic_events(parts: &[&str]) -> String {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut body = event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+        "content": [], "model": "claude-3-5-haiku-latest", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+    );
+    body.push_str(&event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    for part in parts {
+        body.push_str(&event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}}),
+        ));
+    }
+    body.push_str(&event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    body.push_str(&event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+    ));
+    body + &event("message_stop", json!({"type": "message_stop"}))
+}
+
+#[tokio::test]
+async fn anthropic_and_ollama_answer_as_responses_whole_and_streamed() {
+    let anthropic = FakeUpstream::start(|request| match request.body["stream"].as_bool() {
+        Some(true) => Reply::sse(&anthropic_events(&["Bonjour", " Ada"]), 13),
+        _ => Reply::json(
+            200,
+            json!({"id": "m", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+            "content": [{"type": "text", "text": "Bonjour Ada"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 9, "output_tokens": 4}}),
+        ),
+    })
+    .await;
+    let ollama = FakeUpstream::start(|request| {
+        let line = |content: &str, done: bool| {
+            json!({"model": "llama3.2", "message": {"role": "assistant", "content": content}, "done": done,
+                "done_reason": if done { "stop" } else { "" }, "prompt_eval_count": 9, "eval_count": 4})
+            .to_string()
+        };
+        match request.body["stream"].as_bool() {
+            Some(true) => Reply::pieces(
+                "application/x-ndjson",
+                &format!(
+                    "{}\n{}\n{}\n",
+                    line("Bonjour", false),
+                    line(" Ada", false),
+                    line("", true)
+                ),
+                17,
+            ),
+            _ => Reply::json(200, serde_json::from_str(&line("Bonjour Ada", true)).unwrap()),
+        }
+    })
+    .await;
+    let gateways = [
+        Gateway::start(&[
+            "--llm-provider",
+            "anthropic",
+            "--anthropic-api-key",
+            "sk-ant-test-0123456789",
+            "--anthropic-base-url",
+            &anthropic.url,
+        ])
+        .await,
+        Gateway::start(&["--llm-provider", "ollama", "--ollama-base-url", &ollama.url]).await,
+    ];
+    for gateway in &gateways {
+        let whole: Value = post(gateway, &json!({"input": "Say hello to Ada in French."}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(whole["output_text"], "Bonjour Ada", "{whole}");
+        assert_eq!(whole["usage"]["input_tokens"], 9);
+        let streamed = post(
+            gateway,
+            &json!({"input": "Say hello to Ada in French.", "stream": true}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        let streamed = events(&streamed);
+        let completed = &streamed.last().unwrap().1;
+        assert_eq!(completed["type"], "response.completed");
+        assert_eq!(completed["response"]["output_text"], "Bonjour Ada");
+        assert_eq!(completed["response"]["usage"]["output_tokens"], 4);
+    }
+    assert_eq!(
+        anthropic.last().body["messages"][0]["content"],
+        "Say hello to Ada in French."
+    );
+    assert_eq!(
+        ollama.last().body["messages"][0]["content"],
+        "Say hello to Ada in French."
+    );
+}
+
+#[tokio::test]
+async fn the_budget_and_the_rate_limit_refuse_on_this_route_as_on_the_others() {
+    let gateway = Gateway::start(&[
+        "--llm-provider",
+        "mock",
+        "--llm-daily-budget-usd",
+        "0.0000001",
+        "--gateway-rate-rps",
+        "0.01",
+        "--gateway-rate-burst",
+        "2",
+    ])
+    .await;
+    let response = post(&gateway, &json!({"model": "gpt-4o-mini", "input": "hi"})).await;
+    assert_eq!(response.status(), 402);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    // The rate limit comes first, so that refusal took a token; the free mock
+    // model passes the budget and takes the second.
+    assert_eq!(
+        post(&gateway, &json!({"model": "mock-1", "input": "hi"}))
+            .await
+            .status(),
+        200
+    );
+    let limited = post(&gateway, &json!({"model": "mock-1", "input": "hi"})).await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn a_stored_response_is_continued_after_a_restart() {
+    let db = temp_db();
+    let args = ["--llm-provider", "mock", "--gateway-db", db.to_str().unwrap()];
+    let first: Value = {
+        let gateway = Gateway::start(&args).await;
+        post(
+            &gateway,
+            &json!({"model": "mock-1", "input": "Remember me.", "user": "ada"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap()
+    };
+    let restarted = Gateway::start(&args).await;
+    let response = post(
+        &restarted,
+        &json!({"model": "mock-1", "input": "Still there?", "user": "ada", "previous_response_id": first["id"]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "the store outlives the process");
+}
