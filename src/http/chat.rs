@@ -24,10 +24,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use tower::ServiceExt;
 
+use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::names;
 use super::params::{self, Params, WireMessage};
-use super::sse::SseFrames;
+use super::sse::SeedFrames;
 use super::AppState;
 use crate::error::ApiError;
 use crate::shutdown::Cutoff;
@@ -73,7 +74,8 @@ pub(super) async fn stream(
     match opened.await {
         Ok((first, chunks)) => {
             let meta = chunks.meta;
-            sse_response(SseFrames::new(first, chunks, log, cutoff.watch()), meta)
+            let writer = SeedFrames::new(&chunks);
+            sse_response(FrameStream::new(writer, first, chunks, log, cutoff.watch()), meta)
         }
         Err(error) => {
             log.failed(None, &error, None);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response_with};
+use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::messages_request::chat_request;
 use super::messages_sse::{ping, MessageEvents};
@@ -46,7 +47,7 @@ pub(super) async fn messages(
         return match call_stream(&state, request, &mut log, &cutoff).await {
             Ok((first, chunks)) => {
                 let meta = chunks.meta;
-                let events = MessageEvents::new(id, first, chunks, log, cutoff.watch());
+                let events = FrameStream::new(MessageEvents::new(id), first, chunks, log, cutoff.watch());
                 sse_response_with(events, meta, ping())
             }
             Err(error) => failed(&log, error),

@@ -3,6 +3,7 @@
 pub mod anthropic_errors;
 mod chat;
 mod frame;
+mod frame_stream;
 pub mod head_limits;
 mod log;
 mod messages;

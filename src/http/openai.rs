@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
+use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::names;
 use super::openai_sse::{CompletionId, OpenAiFrames};
@@ -52,8 +53,8 @@ pub(super) async fn completions(
         return match call_stream(&state, request, &mut log, &cutoff).await {
             Ok((first, chunks)) => {
                 let meta = chunks.meta;
-                let frames = OpenAiFrames::new(id, include_usage, first, chunks, log, cutoff.watch());
-                sse_response(frames, meta)
+                let writer = OpenAiFrames::new(id, include_usage, &chunks);
+                sse_response(FrameStream::new(writer, first, chunks, log, cutoff.watch()), meta)
             }
             Err(error) => {
                 log.failed(None, &error, None);

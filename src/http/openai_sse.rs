@@ -4,19 +4,14 @@
 //! it started ends with `data: {"error": ...}` and no `[DONE]`, so SDKs raise.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use axum::response::sse::Event;
-use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, StreamEnd, ToolCallDelta, Usage};
-use futures_core::Stream;
+use chrysalis_services::{ChatStream, Chunk, FinishReason, StreamEnd, ToolCallDelta, Usage};
 use serde::Serialize;
 
 use super::frame::TextFrames;
-use super::log::RequestLog;
+use super::frame_stream::{FrameWriter, Served};
 use crate::error::ApiError;
-use crate::shutdown::CutoffWatch;
 
 /// The id and creation time every chunk of one response repeats.
 pub(super) struct CompletionId {
@@ -24,28 +19,15 @@ pub(super) struct CompletionId {
     pub(super) created: u64,
 }
 
-/// Turns chunks into OpenAI `chat.completion.chunk` events.
+/// The frames of OpenAI's `chat.completion.chunk` stream.
 pub(super) struct OpenAiFrames {
     id: CompletionId,
     include_usage: bool,
-    first: Option<Option<Result<Chunk, ProviderError>>>,
-    chunks: ChatStream,
-    pending: VecDeque<Event>,
     texts: TextFrames,
-    done: bool,
-    log: RequestLog,
-    cutoff: CutoffWatch,
 }
 
 impl OpenAiFrames {
-    pub(super) fn new(
-        id: CompletionId,
-        include_usage: bool,
-        first: Option<Result<Chunk, ProviderError>>,
-        chunks: ChatStream,
-        log: RequestLog,
-        cutoff: CutoffWatch,
-    ) -> Self {
+    pub(super) fn new(id: CompletionId, include_usage: bool, chunks: &ChatStream) -> Self {
         let texts = TextFrames::new(&ChunkBody {
             id: &id.id,
             object: "chat.completion.chunk",
@@ -62,35 +44,19 @@ impl OpenAiFrames {
             }],
             usage: None,
         });
-        let mut frames = Self {
+        Self {
             id,
             include_usage,
-            first: Some(first),
-            chunks,
-            pending: VecDeque::with_capacity(4),
             texts,
-            done: false,
-            log,
-            cutoff,
-        };
-        let role = frames.chunk(
-            Delta {
-                role: Some("assistant"),
-                content: Some(""),
-                tool_calls: None,
-            },
-            None,
-        );
-        frames.pending.push_back(role);
-        frames
+        }
     }
 
-    fn chunk(&mut self, delta: Delta<'_>, finish_reason: Option<&FinishReason>) -> Event {
+    fn chunk(&mut self, model: &str, delta: Delta<'_>, finish_reason: Option<&FinishReason>) -> Event {
         let body = ChunkBody {
             id: &self.id.id,
             object: "chat.completion.chunk",
             created: self.id.created,
-            model: &self.chunks.model,
+            model,
             choices: vec![ChunkChoice {
                 index: 0,
                 delta,
@@ -100,106 +66,59 @@ impl OpenAiFrames {
         };
         self.texts.buffer().json(&body)
     }
+}
 
-    fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {
-        match item {
-            Some(Ok(Chunk::Delta(text))) => {
-                let event = self.texts.text(&text);
-                self.pending.push_back(event);
-            }
-            Some(Ok(Chunk::ToolCall(call))) => {
+impl FrameWriter for OpenAiFrames {
+    fn start(&mut self, served: &Served<'_>, out: &mut VecDeque<Event>) {
+        let role = Delta {
+            role: Some("assistant"),
+            content: Some(""),
+            tool_calls: None,
+        };
+        out.push_back(self.chunk(served.model, role, None));
+    }
+
+    fn piece(&mut self, chunk: Chunk, served: &Served<'_>, out: &mut VecDeque<Event>) {
+        let event = match chunk {
+            Chunk::Delta(text) => self.texts.text(&text),
+            Chunk::ToolCall(call) => {
                 let delta = Delta {
                     role: None,
                     content: None,
                     tool_calls: Some([WireToolCallDelta::from(&call)]),
                 };
-                let event = self.chunk(delta, None);
-                self.pending.push_back(event);
+                self.chunk(served.model, delta, None)
             }
-            Some(Ok(Chunk::End(end))) => self.end(end),
-            Some(Err(error)) => self.fail(&error),
-            None => self.fail(&ProviderError::cut(
-                self.chunks.provider,
-                "stream ended without its end",
-            )),
-        }
+            Chunk::End(_) => return,
+        };
+        out.push_back(event);
     }
 
-    fn end(&mut self, end: StreamEnd) {
-        self.log
-            .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
+    fn end(&mut self, end: &StreamEnd, served: &Served<'_>, out: &mut VecDeque<Event>) {
         let reason = end.finish_reason.as_ref().unwrap_or(&FinishReason::Stop);
-        let finish = self.chunk(
-            Delta {
-                role: None,
-                content: None,
-                tool_calls: None,
-            },
-            Some(reason),
-        );
-        self.pending.push_back(finish);
+        let none = Delta {
+            role: None,
+            content: None,
+            tool_calls: None,
+        };
+        out.push_back(self.chunk(served.model, none, Some(reason)));
         if self.include_usage {
             let usage = self.texts.buffer().json(&ChunkBody {
                 id: &self.id.id,
                 object: "chat.completion.chunk",
                 created: self.id.created,
-                model: &self.chunks.model,
+                model: served.model,
                 choices: Vec::new(),
                 usage: Some(end.usage),
             });
-            self.pending.push_back(usage);
+            out.push_back(usage);
         }
-        self.pending.push_back(Event::default().data("[DONE]"));
-        self.done = true;
+        out.push_back(Event::default().data("[DONE]"));
     }
 
-    fn fail(&mut self, error: &ProviderError) {
-        self.fail_with(ApiError::from_provider(error));
-    }
-
-    fn fail_with(&mut self, error: ApiError) {
-        // What was sent before the failure is charged once the layers inside settle.
-        self.chunks.cut();
-        let charged = self.chunks.cut_charge.get();
-        self.log.failed(Some(self.chunks.provider), &error, charged);
+    fn error(&mut self, error: &ApiError, _: &Served<'_>, out: &mut VecDeque<Event>) {
         let body = serde_json::json!({"error": {"message": error.message, "type": "api_error", "code": error.kind}});
-        let event = self.texts.buffer().json(&body);
-        self.pending.push_back(event);
-        self.done = true;
-    }
-}
-
-impl Drop for OpenAiFrames {
-    fn drop(&mut self) {
-        if !self.done {
-            self.chunks.cut();
-            let charged = self.chunks.cut_charge.get();
-            self.log.cancelled(self.chunks.provider, &self.chunks.model, charged);
-        }
-    }
-}
-
-impl Stream for OpenAiFrames {
-    type Item = Result<Event, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
-            }
-            if self.done {
-                return Poll::Ready(None);
-            }
-            if self.cutoff.poll_reached(cx) {
-                self.fail_with(ApiError::shutting_down());
-                continue;
-            }
-            let item = match self.first.take() {
-                Some(first) => first,
-                None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
-            };
-            self.on(item);
-        }
+        out.push_back(self.texts.buffer().json(&body));
     }
 }
 

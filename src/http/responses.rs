@@ -19,6 +19,7 @@ use chrysalis_services::{ChatRequest, Completion, FinishReason, Message, Role, T
 use serde_json::{json, Map, Value};
 
 use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
+use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::responses_request::{Echo, ResponsesBody};
 use super::responses_sse::ResponseEvents;
@@ -65,10 +66,8 @@ pub(super) async fn responses(
         return match call_stream(&state, request, &mut log, &cutoff).await {
             Ok((first, chunks)) => {
                 let meta = chunks.meta;
-                sse_response(
-                    ResponseEvents::new(shell, keep, first, chunks, log, cutoff.watch()),
-                    meta,
-                )
+                let writer = ResponseEvents::new(shell, keep);
+                sse_response(FrameStream::new(writer, first, chunks, log, cutoff.watch()), meta)
             }
             Err(error) => failed(&log, error),
         };

@@ -9,20 +9,15 @@
 //! an `error` event and `response.failed`, never `response.completed`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use axum::response::sse::Event;
-use chrysalis_services::{ChatStream, Chunk, FinishReason, ProviderError, StreamEnd, ToolCall, ToolCallDelta};
-use futures_core::Stream;
+use chrysalis_services::{Chunk, FinishReason, StreamEnd, ToolCall, ToolCallDelta};
 use serde_json::{json, Value};
 
 use super::frame::FrameBuffer;
-use super::log::RequestLog;
+use super::frame_stream::{FrameWriter, Served};
 use super::responses::{status_of, Keep, Shell};
 use crate::error::ApiError;
-use crate::shutdown::CutoffWatch;
 
 /// An output item as it is being written.
 enum Item {
@@ -30,57 +25,36 @@ enum Item {
     Call { index: u32, call: ToolCall },
 }
 
-/// Turns chunks into Responses events.
+/// The frames of the Responses API's stream.
 pub(super) struct ResponseEvents {
     shell: Shell,
     keep: Option<Keep>,
-    first: Option<Option<Result<Chunk, ProviderError>>>,
-    chunks: ChatStream,
+    model: String,
     pending: VecDeque<Event>,
     buffer: FrameBuffer,
     items: Vec<Item>,
     /// Whether the last item is still open.
     open: bool,
     sequence: u64,
-    done: bool,
-    log: RequestLog,
-    cutoff: CutoffWatch,
 }
 
 impl ResponseEvents {
-    pub(super) fn new(
-        shell: Shell,
-        keep: Option<Keep>,
-        first: Option<Result<Chunk, ProviderError>>,
-        chunks: ChatStream,
-        log: RequestLog,
-        cutoff: CutoffWatch,
-    ) -> Self {
-        let mut events = Self {
+    pub(super) fn new(shell: Shell, keep: Option<Keep>) -> Self {
+        Self {
             shell,
             keep,
-            first: Some(first),
-            chunks,
+            model: String::new(),
             pending: VecDeque::with_capacity(8),
             buffer: FrameBuffer::default(),
             items: Vec::new(),
             open: false,
             sequence: 0,
-            done: false,
-            log,
-            cutoff,
-        };
-        let response = events.response("in_progress", None);
-        events.push("response.created", json!({"response": response}));
-        let response = events.response("in_progress", None);
-        events.push("response.in_progress", json!({"response": response}));
-        events
+        }
     }
 
     fn response(&self, status: &str, end: Option<&StreamEnd>) -> Value {
         let output = (0..self.items.len()).map(|i| self.item(i, "completed")).collect();
-        self.shell
-            .object(&self.chunks.model, status, output, end.map(|e| e.usage))
+        self.shell.object(&self.model, status, output, end.map(|e| e.usage))
     }
 
     fn item(&self, index: usize, status: &str) -> Value {
@@ -97,19 +71,6 @@ impl ResponseEvents {
         self.sequence += 1;
         let event = self.buffer.named(Some(kind), &fields);
         self.pending.push_back(event);
-    }
-
-    fn on(&mut self, item: Option<Result<Chunk, ProviderError>>) {
-        match item {
-            Some(Ok(Chunk::Delta(text))) => self.text(&text),
-            Some(Ok(Chunk::ToolCall(call))) => self.tool_call(call),
-            Some(Ok(Chunk::End(end))) => self.end(&end),
-            Some(Err(error)) => self.fail(ApiError::from_provider(&error)),
-            None => self.fail(ApiError::from_provider(&ProviderError::cut(
-                self.chunks.provider,
-                "stream ended without its end",
-            ))),
-        }
     }
 
     fn text(&mut self, text: &str) {
@@ -206,9 +167,7 @@ impl ResponseEvents {
         );
     }
 
-    fn end(&mut self, end: &StreamEnd) {
-        self.log
-            .served(self.chunks.provider, &self.chunks.model, end.usage, end.cost_usd);
+    fn finish(&mut self, end: &StreamEnd) {
         self.close();
         if let Some(keep) = self.keep.take() {
             let text: String = self
@@ -238,14 +197,9 @@ impl ResponseEvents {
         } else {
             self.push("response.completed", json!({"response": response}));
         }
-        self.done = true;
     }
 
-    fn fail(&mut self, error: ApiError) {
-        // What was sent before the failure is charged once the layers inside settle.
-        self.chunks.cut();
-        let charged = self.chunks.cut_charge.get();
-        self.log.failed(Some(self.chunks.provider), &error, charged);
+    fn fail(&mut self, error: &ApiError) {
         self.push(
             "error",
             json!({"code": error.kind, "message": error.message, "param": null}),
@@ -253,40 +207,35 @@ impl ResponseEvents {
         let mut response = self.response("failed", None);
         response["error"] = json!({"code": "server_error", "message": error.message});
         self.push("response.failed", json!({"response": response}));
-        self.done = true;
     }
 }
 
-impl Drop for ResponseEvents {
-    fn drop(&mut self) {
-        if !self.done {
-            self.chunks.cut();
-            let charged = self.chunks.cut_charge.get();
-            self.log.cancelled(self.chunks.provider, &self.chunks.model, charged);
-        }
+impl FrameWriter for ResponseEvents {
+    fn start(&mut self, served: &Served<'_>, out: &mut VecDeque<Event>) {
+        self.model = served.model.to_owned();
+        let response = self.response("in_progress", None);
+        self.push("response.created", json!({"response": response}));
+        let response = self.response("in_progress", None);
+        self.push("response.in_progress", json!({"response": response}));
+        out.append(&mut self.pending);
     }
-}
 
-impl Stream for ResponseEvents {
-    type Item = Result<Event, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
-            }
-            if self.done {
-                return Poll::Ready(None);
-            }
-            if self.cutoff.poll_reached(cx) {
-                self.fail(ApiError::shutting_down());
-                continue;
-            }
-            let item = match self.first.take() {
-                Some(first) => first,
-                None => ready!(Pin::new(&mut self.chunks).poll_next(cx)),
-            };
-            self.on(item);
+    fn piece(&mut self, chunk: Chunk, _: &Served<'_>, out: &mut VecDeque<Event>) {
+        match chunk {
+            Chunk::Delta(text) => self.text(&text),
+            Chunk::ToolCall(call) => self.tool_call(call),
+            Chunk::End(_) => {}
         }
+        out.append(&mut self.pending);
+    }
+
+    fn end(&mut self, end: &StreamEnd, _: &Served<'_>, out: &mut VecDeque<Event>) {
+        self.finish(end);
+        out.append(&mut self.pending);
+    }
+
+    fn error(&mut self, error: &ApiError, _: &Served<'_>, out: &mut VecDeque<Event>) {
+        self.fail(error);
+        out.append(&mut self.pending);
     }
 }
