@@ -188,6 +188,17 @@ fn completion_response(completion: &Completion) -> Response {
     response
 }
 
+/// A whole answer in an API's own `body`, with the cost, the layers'
+/// headers and the serving provider (`x-gateway-provider`) in headers.
+pub(super) fn answered<T: Serialize>(body: T, completion: &Completion) -> Response {
+    let mut response = Json(body).into_response();
+    completion_headers(completion, response.headers_mut());
+    if let Ok(provider) = HeaderValue::from_str(completion.provider) {
+        response.headers_mut().insert("x-gateway-provider", provider);
+    }
+    response
+}
+
 /// The cost and what the layers learned, for clients that read headers.
 pub(super) fn completion_headers(completion: &Completion, headers: &mut HeaderMap) {
     if let Ok(cost) = HeaderValue::try_from(completion.cost_usd.to_string()) {

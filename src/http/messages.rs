@@ -16,7 +16,7 @@ use chrysalis_services::{Completion, FinishReason, Usage};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response_with};
+use super::chat::{answered, call_complete, call_stream, read_json_body, sse_response_with};
 use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::messages_request::chat_request;
@@ -58,14 +58,7 @@ pub(super) async fn messages(
         Err(error) => return failed(&log, error),
     };
     match WholeMessage::new(&id, &completion) {
-        Ok(message) => {
-            let mut response = Json(message).into_response();
-            completion_headers(&completion, response.headers_mut());
-            if let Ok(provider) = HeaderValue::from_str(completion.provider) {
-                response.headers_mut().insert("x-gateway-provider", provider);
-            }
-            response
-        }
+        Ok(message) => answered(message, &completion),
         Err(error) => failed(&log, error),
     }
 }

@@ -9,14 +9,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::{Extension, Json};
 use chrysalis_services::{ChatRequest, Completion, FinishReason, ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
+use super::chat::{answered, call_complete, call_stream, read_json_body, sse_response};
 use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::names;
@@ -63,14 +63,7 @@ pub(super) async fn completions(
         };
     }
     match call_complete(&state, request, &mut log, &cutoff).await {
-        Ok(completion) => {
-            let mut response = Json(WholeCompletion::new(&id, &completion)).into_response();
-            completion_headers(&completion, response.headers_mut());
-            if let Ok(provider) = HeaderValue::from_str(completion.provider) {
-                response.headers_mut().insert("x-gateway-provider", provider);
-            }
-            response
-        }
+        Ok(completion) => answered(WholeCompletion::new(&id, &completion), &completion),
         Err(error) => {
             log.failed(None, &error, None);
             error.into_openai_response()

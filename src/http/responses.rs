@@ -12,13 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
 use chrysalis_services::{ChatRequest, Completion, FinishReason, Message, Role, ToolCall, Usage};
 use serde_json::{json, Map, Value};
 
-use super::chat::{call_complete, call_stream, completion_headers, read_json_body, sse_response};
+use super::chat::{answered, call_complete, call_stream, read_json_body, sse_response};
 use super::frame_stream::FrameStream;
 use super::log::RequestLog;
 use super::responses_request::{Echo, ResponsesBody};
@@ -77,12 +77,7 @@ pub(super) async fn responses(
             if let Some(keep) = keep {
                 keep.put(&shell.id, &completion.content, &completion.tool_calls);
             }
-            let mut response = Json(shell.whole(&completion)).into_response();
-            completion_headers(&completion, response.headers_mut());
-            if let Ok(provider) = HeaderValue::from_str(completion.provider) {
-                response.headers_mut().insert("x-gateway-provider", provider);
-            }
-            response
+            answered(shell.whole(&completion), &completion)
         }
         Err(error) => failed(&log, error),
     }
