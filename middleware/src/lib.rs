@@ -70,3 +70,11 @@ macro_rules! wraps_inner {
     };
 }
 pub(crate) use wraps_inner;
+
+/// The service `poll_ready` made ready, for a call that outlives this
+/// `call` (it waits first); a clone stays in its place (tower's readiness
+/// belongs to the instance that was polled).
+pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}

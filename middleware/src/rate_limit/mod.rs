@@ -117,10 +117,8 @@ where
             return ResponseFuture::local(&mut self.inner, &self.limiter, request);
         };
         let answer = shared.check(&self.limiter.shared_key(&request.agent_id));
-        // The service made ready goes with the call; this one keeps a clone.
-        let clone = self.inner.clone();
         let ask = Ask {
-            inner: std::mem::replace(&mut self.inner, clone),
+            inner: crate::take_ready(&mut self.inner),
             request,
             limiter: self.limiter.clone(),
             shared: shared.clone(),

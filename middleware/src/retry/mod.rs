@@ -81,9 +81,7 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        // The service made ready goes with the call; this one keeps a clone.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = crate::take_ready(&mut self.inner);
         let boxed: fn(S::Error) -> BoxError = Into::into;
         tower::retry::Retry::new(self.policy.starting_now(), ready.map_err(boxed)).call(request)
     }
