@@ -19,9 +19,15 @@ pub const MAX_CONVERSATION_BYTES: usize = 4 << 20;
 
 /// Responses kept for `previous_response_id`.
 pub struct ResponseStore {
-    connection: Mutex<Connection>,
+    connection: Mutex<Store>,
     ttl: Duration,
     max_bytes: u64,
+}
+
+struct Store {
+    connection: Connection,
+    /// Bytes of the conversations kept, so a put looks for what to drop only past the bound.
+    bytes: i64,
 }
 
 impl std::fmt::Debug for ResponseStore {
@@ -55,14 +61,15 @@ impl ResponseStore {
                  bytes INTEGER NOT NULL, conversation TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS responses_created ON responses (created_ms);",
         )?;
+        let bytes = connection.query_row("SELECT COALESCE(SUM(bytes), 0) FROM responses", [], |r| r.get(0))?;
         Ok(Self {
-            connection: Mutex::new(connection),
+            connection: Mutex::new(Store { connection, bytes }),
             ttl,
             max_bytes,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -73,21 +80,50 @@ impl ResponseStore {
         if json.len() > MAX_CONVERSATION_BYTES {
             return Ok(false);
         }
-        let connection = self.lock();
+        let mut store = self.lock();
         let now = now_ms();
         let expired = now - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        connection.execute("DELETE FROM responses WHERE created_ms <= ?1", [expired])?;
-        connection.execute(
-            "INSERT OR REPLACE INTO responses (id, agent_id, created_ms, bytes, conversation) VALUES (?1, ?2, ?3, ?4, ?5)",
+        // The index finds the expired ones, at the front: nothing else is read.
+        let gone: i64 = store.connection.query_row(
+            "SELECT COALESCE(SUM(bytes), 0) FROM responses WHERE created_ms <= ?1",
+            [expired],
+            |r| r.get(0),
+        )?;
+        if gone > 0 {
+            store
+                .connection
+                .execute("DELETE FROM responses WHERE created_ms <= ?1", [expired])?;
+            store.bytes -= gone;
+        }
+        store.connection.execute(
+            "INSERT INTO responses (id, agent_id, created_ms, bytes, conversation) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, agent, now, json.len() as i64, json],
         )?;
-        // Past the size bound, the oldest go until it holds again.
-        connection.execute(
-            "DELETE FROM responses WHERE id IN (
-                 SELECT id FROM (SELECT id, SUM(bytes) OVER (ORDER BY created_ms DESC, id DESC) AS kept FROM responses)
-                 WHERE kept > ?1)",
-            [i64::try_from(self.max_bytes).unwrap_or(i64::MAX)],
-        )?;
+        store.bytes += json.len() as i64;
+        let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
+        // Past the size bound, the oldest go, a few at a time, until it holds again.
+        while store.bytes > max {
+            let oldest: Vec<(String, i64)> = {
+                let mut statement = store
+                    .connection
+                    .prepare_cached("SELECT id, bytes FROM responses ORDER BY created_ms, id LIMIT 16")?;
+                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if oldest.is_empty() {
+                store.bytes = 0;
+                break;
+            }
+            for (old, bytes) in oldest {
+                store
+                    .connection
+                    .execute("DELETE FROM responses WHERE id = ?1", [&old])?;
+                store.bytes -= bytes;
+                if store.bytes <= max {
+                    break;
+                }
+            }
+        }
         Ok(true)
     }
 
@@ -97,6 +133,7 @@ impl ResponseStore {
         let expired = now_ms() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         let json: Option<String> = self
             .lock()
+            .connection
             .query_row(
                 "SELECT conversation FROM responses WHERE id = ?1 AND agent_id = ?2 AND created_ms > ?3",
                 params![id, agent, expired],
