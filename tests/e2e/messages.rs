@@ -669,3 +669,35 @@ async fn count_tokens_asks_anthropic_when_it_is_the_primary_and_estimates_when_i
             > 0
     );
 }
+
+#[tokio::test]
+async fn the_layers_own_refusals_come_in_anthropics_shape_too() {
+    let gateway = Gateway::start(&["--llm-provider", "mock", "--gateway-max-inflight", "1"]).await;
+    // One slow call holds the only slot; the next is refused by the in-flight cap, a layer.
+    let slow = gateway.post("/v1/messages").json(&hi("mock-slow-400")).send();
+    let slow = tokio::spawn(slow);
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = post(&gateway, &hi("mock-1")).await;
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let (status, retry_after, error) = error_of(refused.expect("the cap refused a call")).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (503, Some("overloaded_error")),
+        "{error}"
+    );
+    assert!(retry_after.is_some());
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    let long_uri = format!("/v1/messages?{}", "q".repeat(9 * 1024));
+    let response = gateway.post(&long_uri).json(&hi("mock-1")).send().await.unwrap();
+    let (status, _, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (414, Some("invalid_request_error")),
+        "{error}"
+    );
+}
