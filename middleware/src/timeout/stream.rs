@@ -16,8 +16,12 @@ pin_project! {
     /// and ends the stream.
     pub struct IdleTimeout {
         chunks: ChunkStream,
+        // Armed for the first chunk's deadline, and re-armed only when it
+        // fires before `deadline`: a chunk moves `deadline`, not the timer,
+        // so a fast stream touches the timer wheel once per timeout, not per chunk.
         #[pin]
         idle: Sleep,
+        deadline: Instant,
         timeout: Duration,
         provider: &'static str,
         done: bool,
@@ -31,6 +35,7 @@ impl IdleTimeout {
         Self {
             chunks,
             idle: sleep_until(first),
+            deadline: first,
             timeout,
             provider,
             done: false,
@@ -47,15 +52,21 @@ impl Stream for IdleTimeout {
             return Poll::Ready(None);
         }
         if let Poll::Ready(item) = this.chunks.as_mut().poll_next(cx) {
-            this.idle.as_mut().reset(Instant::now() + *this.timeout);
+            *this.deadline = Instant::now() + *this.timeout;
             return Poll::Ready(item);
         }
-        match this.idle.poll(cx) {
-            Poll::Ready(()) => {
-                *this.done = true;
-                Poll::Ready(Some(Err(ProviderError::new(this.provider, ErrorKind::Timeout))))
+        loop {
+            match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) if Instant::now() < *this.deadline => {
+                    let deadline = *this.deadline;
+                    this.idle.as_mut().reset(deadline);
+                }
+                Poll::Ready(()) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(ProviderError::new(this.provider, ErrorKind::Timeout))));
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
