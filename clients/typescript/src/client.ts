@@ -62,7 +62,7 @@ export class GatewayLLMClient {
     // The timeout bounds the stream's start; once it flows, the gateway's own stall timeout watches it.
     const started = new AbortController();
     const timer = setTimeout(() => started.abort(timeoutError(this.timeoutMs)), this.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, started.signal]) : started.signal;
+    const signal = options.signal ? either(options.signal, started.signal) : started.signal;
     let response: Response;
     try {
       response = await this.post("/v1/chat/stream", body(agentId, messages, options), signal);
@@ -128,7 +128,7 @@ export class GatewayLLMClient {
 
   private deadline(signal: AbortSignal | undefined): AbortSignal {
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    return signal ? AbortSignal.any([signal, timeout]) : timeout;
+    return signal ? either(signal, timeout) : timeout;
   }
 }
 
@@ -183,6 +183,19 @@ function body(agentId: string, messages: Message[], o: ChatOptions): Record<stri
     reasoning_effort: o.reasoningEffort,
   };
   return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+}
+
+/** Aborts when either does, with its reason (`AbortSignal.any` is not in Node.js 18). */
+function either(a: AbortSignal, b: AbortSignal): AbortSignal {
+  const both = new AbortController();
+  for (const signal of [a, b]) {
+    if (signal.aborted) {
+      both.abort(signal.reason);
+      return both.signal;
+    }
+    signal.addEventListener("abort", () => both.abort(signal.reason), { once: true });
+  }
+  return both.signal;
 }
 
 function timeoutError(ms: number): GatewayError {
