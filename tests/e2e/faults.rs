@@ -283,18 +283,7 @@ async fn a_prompt_too_long_for_its_model_fails_over_to_a_fallback_with_a_larger_
         "content": [{"type": "text", "text": "read it all"}], "stop_reason": "end_turn",
         "usage": {"input_tokens": 130001, "output_tokens": 3}});
     let anthropic = FakeUpstream::always(Reply::json(200, claude_answer)).await;
-    let gateway = Gateway::openai(
-        &openai,
-        &[
-            "--llm-fallbacks",
-            "anthropic:claude-sonnet-4-5",
-            "--anthropic-api-key",
-            "sk-ant-test-0123456789",
-            "--anthropic-base-url",
-            &anthropic.url,
-        ],
-    )
-    .await;
+    let gateway = Gateway::openai_then_anthropic(&openai, &anthropic, "claude-sonnet-4-5", &[]).await;
     let (status, body) = gateway.chat(ask("gpt-4o-mini")).await;
     assert_eq!(
         (status.as_u16(), body["provider"].as_str()),

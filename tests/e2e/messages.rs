@@ -6,8 +6,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
-
 async fn anthropic_gateway(fake: &FakeUpstream, extra: &[&str]) -> Gateway {
     let mut args = vec![
         "--llm-provider",
@@ -538,22 +536,7 @@ async fn the_budget_and_the_rate_limit_apply_to_this_route_as_to_the_others() {
 async fn what_only_anthropic_can_do_fails_over_to_it_or_is_a_400_naming_it() {
     let openai = FakeUpstream::always(openai_answer(json!({"role": "assistant", "content": "no"}), "stop")).await;
     let anthropic = FakeUpstream::always(Reply::json(200, anthropic_answer())).await;
-    let base = format!("{}/v1", openai.url);
-    let both = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        OPENAI_KEY,
-        "--openai-base-url",
-        &base,
-        "--llm-fallbacks",
-        "anthropic:claude-3-5-haiku-latest",
-        "--anthropic-api-key",
-        ANTHROPIC_KEY,
-        "--anthropic-base-url",
-        &anthropic.url,
-    ])
-    .await;
+    let both = Gateway::openai_then_anthropic(&openai, &anthropic, "claude-3-5-haiku-latest", &[]).await;
     let document = json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a contract"}},
         {"type": "text", "text": "Summarise it."}]}]});

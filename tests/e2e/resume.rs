@@ -6,8 +6,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
-
 fn text_chunks(parts: &[&str]) -> String {
     parts
         .iter()
@@ -57,24 +55,8 @@ async fn a_fallback_that_refuses_the_prefill_is_not_asked_again_and_the_client_g
     let openai = FakeUpstream::always(cut_after(&["Hel"])).await;
     let refusal = json!({"type": "error", "error": {"type": "invalid_request_error", "message": "This model does not support assistant prefill"}});
     let anthropic = FakeUpstream::always(Reply::json(400, refusal)).await;
-    let base = format!("{}/v1", openai.url);
-    let gateway = Gateway::start(&[
-        "--llm-provider",
-        "openai",
-        "--openai-api-key",
-        OPENAI_KEY,
-        "--openai-base-url",
-        &base,
-        "--llm-fallbacks",
-        "anthropic:claude-3-5-haiku-latest",
-        "--anthropic-api-key",
-        ANTHROPIC_KEY,
-        "--anthropic-base-url",
-        &anthropic.url,
-        "--llm-stream-resume",
-        "prefill",
-    ])
-    .await;
+    let resume = ["--llm-stream-resume", "prefill"];
+    let gateway = Gateway::openai_then_anthropic(&openai, &anthropic, "claude-3-5-haiku-latest", &resume).await;
     for round in 0..2 {
         let frames = gateway.stream(hello(None)).await.frames();
         let message = assert_cut(&frames, "Hel");

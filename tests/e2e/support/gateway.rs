@@ -8,6 +8,8 @@ use serde_json::Value;
 
 /// The OpenAI key the tests configure.
 pub const OPENAI_KEY: &str = "sk-test-openai-0123456789";
+/// The Anthropic key the tests configure.
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
 
 /// The gateway's real server (its acceptor and worker threads, as the binary
 /// runs them) on a free port; it shuts down when this is dropped.
@@ -78,6 +80,27 @@ impl Gateway {
         ];
         args.extend_from_slice(extra);
         Self::start(&args).await
+    }
+
+    /// A gateway whose primary is OpenAI at `openai`, falling back to
+    /// Anthropic (`model` pinned) at `anthropic`, with `extra` flags.
+    pub async fn openai_then_anthropic(
+        openai: &super::FakeUpstream,
+        anthropic: &super::FakeUpstream,
+        model: &str,
+        extra: &[&str],
+    ) -> Self {
+        let fallback = format!("anthropic:{model}");
+        let mut args = vec![
+            "--llm-fallbacks",
+            &fallback,
+            "--anthropic-api-key",
+            ANTHROPIC_KEY,
+            "--anthropic-base-url",
+            &anthropic.url,
+        ];
+        args.extend_from_slice(extra);
+        Self::openai(openai, &args).await
     }
 
     pub fn client(&self) -> &reqwest::Client {
