@@ -75,7 +75,7 @@ impl ResponseStore {
 
     /// Keeps `conversation` as response `id` of `agent`; a conversation past
     /// [`MAX_CONVERSATION_BYTES`] is not kept. Makes room as it goes.
-    pub fn put(&self, id: &str, agent: &str, conversation: &[Message]) -> rusqlite::Result<bool> {
+    pub fn put<M: serde::Serialize>(&self, id: &str, agent: &str, conversation: &[M]) -> rusqlite::Result<bool> {
         let json = serde_json::to_string(conversation).unwrap_or_default();
         if json.len() > MAX_CONVERSATION_BYTES {
             return Ok(false);

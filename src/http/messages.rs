@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::chat::{answered, call_complete, call_stream, read_json_body, sse_response_with};
 use super::frame_stream::FrameStream;
 use super::log::RequestLog;
-use super::messages_request::chat_request;
+use super::messages_request::{chat_request, parse};
 use super::messages_sse::{ping, MessageEvents};
 use super::AppState;
 use crate::error::ApiError;
@@ -36,7 +36,7 @@ pub(super) async fn messages(
     let cutoff = cutoff.unwrap_or_default().0;
     let parsed = async {
         let bytes = read_json_body(&state, &headers, body).await?;
-        chat_request(&bytes, &headers)
+        chat_request(parse(&bytes)?, &headers)
     };
     let request = match parsed.await {
         Ok(request) => request,
@@ -75,11 +75,10 @@ fn failed(log: &RequestLog, error: ApiError) -> Response {
 pub(super) async fn count_tokens(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let request = async {
         let bytes = read_json_body(&state, &headers, body).await?;
-        let mut body: serde_json::Map<String, Value> =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
+        let mut body = parse(&bytes)?;
         // Counting needs no output cap; the request's shape is checked as a call's.
         body.entry("max_tokens").or_insert(json!(1));
-        chat_request(&serde_json::to_vec(&body).unwrap_or_default(), &headers)
+        chat_request(body, &headers)
     };
     let request = match request.await {
         Ok(request) => request,

@@ -106,12 +106,20 @@ const KNOWN: &[&str] = &[
     "cache_control",
 ];
 
-/// The chat request of a Messages body (`bytes`), or why it is malformed.
-pub(super) fn chat_request(bytes: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
-    let raw: Map<String, Value> =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
-    let body: MessagesBody = serde_json::from_value(Value::Object(raw.clone()))
-        .map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}")))?;
+/// A Messages body as JSON, or why it is not an object.
+pub(super) fn parse(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+}
+
+/// The chat request of a Messages body, or why it is malformed.
+pub(super) fn chat_request(raw: Map<String, Value>, headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
+    // Read in place: the body is kept as it came for the Anthropic provider.
+    let raw = Value::Object(raw);
+    let body =
+        MessagesBody::deserialize(&raw).map_err(|e| ApiError::invalid_request(format!("invalid request body: {e}")))?;
+    let Value::Object(raw) = raw else {
+        unreachable!("made an object above")
+    };
     let mut only = Only::default();
     for (name, value) in raw.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())) {
         only.note(value, || format!("`{name}`"));

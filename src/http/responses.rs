@@ -54,12 +54,7 @@ pub(super) async fn responses(
     let keep = echo.store.then(|| Keep {
         store: state.responses.clone(),
         agent: request.agent_id.to_string(),
-        conversation: request
-            .messages
-            .iter()
-            .filter(|m| !m.role.is_instruction())
-            .cloned()
-            .collect(),
+        conversation: request.messages.clone(),
     });
     let shell = Shell::new(echo);
     if request.stream {
@@ -115,18 +110,20 @@ fn continue_from(
 pub(super) struct Keep {
     store: Arc<ResponseStore>,
     agent: String,
-    conversation: Vec<Message>,
+    /// The request's messages (shared, not copied): all but its instructions are kept.
+    conversation: Arc<[Message]>,
 }
 
 impl Keep {
     /// Stores the conversation with the answer (`content`, `tool_calls`) as response `id`.
-    pub(super) fn put(mut self, id: &str, content: &str, tool_calls: &[ToolCall]) {
+    pub(super) fn put(self, id: &str, content: &str, tool_calls: &[ToolCall]) {
         let answer = Message {
             tool_calls: tool_calls.to_vec(),
             ..Message::new(Role::Assistant, content)
         };
-        self.conversation.push(answer);
-        match self.store.put(id, &self.agent, &self.conversation) {
+        let turns = self.conversation.iter().filter(|m| !m.role.is_instruction());
+        let conversation: Vec<&Message> = turns.chain([&answer]).collect();
+        match self.store.put(id, &self.agent, &conversation) {
             Ok(true) => {}
             Ok(false) => tracing::warn!(id, "a response too large to store: it cannot be continued by id"),
             Err(error) => tracing::warn!(id, error = %error, "a response could not be stored"),

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use axum::response::sse::Event;
 use chrysalis_services::{Chunk, FinishReason, StreamEnd, ToolCall, ToolCallDelta};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::frame::FrameBuffer;
@@ -35,7 +36,22 @@ pub(super) struct ResponseEvents {
     items: Vec<Item>,
     /// Whether the last item is still open.
     open: bool,
+    /// The open item's id, made once for all its deltas.
+    open_id: String,
     sequence: u64,
+}
+
+/// A text delta, the one event of every chunk: serialised as it is, with
+/// no JSON tree built for it.
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    delta: &'a str,
 }
 
 impl ResponseEvents {
@@ -48,6 +64,7 @@ impl ResponseEvents {
             buffer: FrameBuffer::default(),
             items: Vec::new(),
             open: false,
+            open_id: String::new(),
             sequence: 0,
         }
     }
@@ -86,22 +103,27 @@ impl ResponseEvents {
                 "response.output_item.added",
                 json!({"output_index": index, "item": item_without_content}),
             );
-            let id = self.shell.item_id("msg", index);
+            self.open_id = self.shell.item_id("msg", index);
             let part = json!({"type": "output_text", "text": "", "annotations": []});
-            self.push(
-                "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
-            );
+            let added = json!({"item_id": self.open_id, "output_index": index, "content_index": 0, "part": part});
+            self.push("response.content_part.added", added);
         }
         let index = self.items.len() - 1;
         if let Some(Item::Message(so_far)) = self.items.last_mut() {
             so_far.push_str(text);
         }
-        let id = self.shell.item_id("msg", index);
-        self.push(
-            "response.output_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}),
-        );
+        let kind = "response.output_text.delta";
+        let delta = TextDelta {
+            kind,
+            sequence_number: self.sequence,
+            item_id: &self.open_id,
+            output_index: index,
+            content_index: 0,
+            delta: text,
+        };
+        let event = self.buffer.named(Some(kind), &delta);
+        self.sequence += 1;
+        self.pending.push_back(event);
     }
 
     fn tool_call(&mut self, delta: ToolCallDelta) {
@@ -119,6 +141,7 @@ impl ResponseEvents {
             });
             self.open = true;
             let index = self.items.len() - 1;
+            self.open_id = self.shell.item_id("fc", index);
             let item = self.item(index, "in_progress");
             self.push(
                 "response.output_item.added",
@@ -132,11 +155,8 @@ impl ResponseEvents {
         if let Some(Item::Call { call, .. }) = self.items.last_mut() {
             call.arguments.push_str(&delta.arguments);
         }
-        let id = self.shell.item_id("fc", index);
-        self.push(
-            "response.function_call_arguments.delta",
-            json!({"item_id": id, "output_index": index, "delta": delta.arguments}),
-        );
+        let piece = json!({"item_id": self.open_id, "output_index": index, "delta": delta.arguments});
+        self.push("response.function_call_arguments.delta", piece);
     }
 
     /// Ends the open item with its `.done` events.
@@ -147,7 +167,7 @@ impl ResponseEvents {
         let index = self.items.len() - 1;
         match &self.items[index] {
             Item::Message(text) => {
-                let (id, text) = (self.shell.item_id("msg", index), text.clone());
+                let (id, text) = (self.open_id.clone(), text.clone());
                 let done = json!({"item_id": id, "output_index": index, "content_index": 0, "text": text});
                 self.push("response.output_text.done", done);
                 let part = json!({"type": "output_text", "text": text, "annotations": []});
@@ -155,7 +175,7 @@ impl ResponseEvents {
                 self.push("response.content_part.done", done);
             }
             Item::Call { call, .. } => {
-                let (id, arguments) = (self.shell.item_id("fc", index), call.arguments.clone());
+                let (id, arguments) = (self.open_id.clone(), call.arguments.clone());
                 let done = json!({"item_id": id, "output_index": index, "arguments": arguments});
                 self.push("response.function_call_arguments.done", done);
             }
