@@ -101,12 +101,12 @@ impl ResponseStore {
         )?;
         store.bytes += json.len() as i64;
         let max = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
-        // Past the size bound, the oldest go, a few at a time, until it holds again.
+        // Past the size bound, the oldest (first inserted) go, a few at a time, until it holds again.
         while store.bytes > max {
             let oldest: Vec<(String, i64)> = {
                 let mut statement = store
                     .connection
-                    .prepare_cached("SELECT id, bytes FROM responses ORDER BY created_ms, id LIMIT 16")?;
+                    .prepare_cached("SELECT id, bytes FROM responses ORDER BY rowid LIMIT 16")?;
                 let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
