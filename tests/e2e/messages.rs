@@ -657,17 +657,17 @@ async fn count_tokens_asks_anthropic_when_it_is_the_primary_and_estimates_when_i
 async fn the_layers_own_refusals_come_in_anthropics_shape_too() {
     let gateway = Gateway::start(&["--llm-provider", "mock", "--gateway-max-inflight", "1"]).await;
     // One slow call holds the only slot; the next is refused by the in-flight cap, a layer.
-    let slow = gateway.post("/v1/messages").json(&hi("mock-slow-400")).send();
+    let slow = gateway.post("/v1/messages").json(&hi("mock-slow-1000")).send();
     let slow = tokio::spawn(slow);
-    let mut refused = None;
-    for _ in 0..100 {
-        let response = post(&gateway, &hi("mock-1")).await;
-        if response.status() == 503 {
-            refused = Some(response);
+    // Once the slow call holds the slot (the in-flight gauge says so), the next is refused.
+    loop {
+        let metrics = gateway.get("/metrics").send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "gateway_requests_in_flight 1") {
             break;
         }
+        tokio::task::yield_now().await;
     }
-    let (status, retry_after, error) = error_of(refused.expect("the cap refused a call")).await;
+    let (status, retry_after, error) = error_of(post(&gateway, &hi("mock-1")).await).await;
     assert_eq!(
         (status, error["type"].as_str()),
         (503, Some("overloaded_error")),
