@@ -13,7 +13,8 @@
 //! `LOAD_MODEL` (default gpt-4o-mini, priced, so each call commits to the
 //! ledger; an unpriced name skips the ledger), `LOAD_PROVIDER=mock` (the
 //! gateway without its upstream hop), `LOAD_LOG=<file>` (keep the gateway's
-//! log), and `RUST_LOG`, `GATEWAY_WORKERS`, `GATEWAY_DB_SYNC`, passed on.
+//! log), and `RUST_LOG`, `GATEWAY_WORKERS`, `GATEWAY_DB_SYNC`, `GATEWAY_DATABASE_URL`,
+//! `GATEWAY_DATABASE_SCHEMA` (the shared PostgreSQL ledger), passed on.
 //! `LOAD_SERVE=1` only starts both, prints their addresses and the
 //! gateway's pid, and waits: for driving with wrk under a profiler.
 
@@ -205,9 +206,15 @@ async fn start_gateway(upstream: SocketAddr) -> Gateway {
         ])
         // Knobs to compare runs: passed on when set.
         .envs(
-            ["RUST_LOG", "GATEWAY_WORKERS", "GATEWAY_DB_SYNC"]
-                .into_iter()
-                .filter_map(|k| Some((k, std::env::var(k).ok()?))),
+            [
+                "RUST_LOG",
+                "GATEWAY_WORKERS",
+                "GATEWAY_DB_SYNC",
+                "GATEWAY_DATABASE_URL",
+                "GATEWAY_DATABASE_SCHEMA",
+            ]
+            .into_iter()
+            .filter_map(|k| Some((k, std::env::var(k).ok()?))),
         )
         .env("GATEWAY_LOG_FORMAT", "json")
         .stdout(match std::env::var("LOAD_LOG") {

@@ -41,11 +41,7 @@ impl Collector for StatusCollector {
         self.encode_circuits(&mut encoder)?;
         self.encode_failovers(&mut encoder)?;
         self.encode_budget(&mut encoder)?;
-        if let Some(up) = self.rate_limit.shared_store_up() {
-            let help = "Whether the last call to a store shared by the replicas answered (1) or not (0)";
-            let mut family = encoder.encode_descriptor("gateway_shared_state_up", help, None, MetricType::Gauge)?;
-            ConstGauge::new(i64::from(up)).encode(family.encode_family(&[("store", "redis")])?)?;
-        }
+        self.encode_shared_stores(&mut encoder)?;
         let help = "Calls served by a model with no price (counted at $0)";
         let unpriced = encoder.encode_descriptor("gateway_unpriced_requests", help, None, MetricType::Counter)?;
         ConstCounter::new(self.prices.unpriced_calls()).encode(unpriced)
@@ -53,6 +49,24 @@ impl Collector for StatusCollector {
 }
 
 impl StatusCollector {
+    fn encode_shared_stores(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stores = [
+            ("redis", self.rate_limit.shared_store_up()),
+            ("postgres", self.budget.shared_store_up()),
+        ];
+        if stores.iter().all(|(_, up)| up.is_none()) {
+            return Ok(());
+        }
+        let help = "Whether the last call to a store shared by the replicas answered (1) or not (0)";
+        let mut family = encoder.encode_descriptor("gateway_shared_state_up", help, None, MetricType::Gauge)?;
+        for (store, up) in stores {
+            if let Some(up) = up {
+                ConstGauge::new(i64::from(up)).encode(family.encode_family(&[("store", store)])?)?;
+            }
+        }
+        Ok(())
+    }
+
     fn encode_circuits(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let help = "Circuit state per provider: 0 closed, 1 open, 2 half_open";
         let mut family = encoder.encode_descriptor("gateway_circuit_state", help, None, MetricType::Gauge)?;

@@ -104,7 +104,16 @@ pub struct Config {
     /// Prefix of the gateway's Redis keys, so several deployments can share one server.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = "chrysalis:")]
     pub gateway_redis_prefix: String,
-    /// How long a call to a shared store (Redis) may take, in ms, before the replica's own state decides.
+    /// PostgreSQL for a spend ledger shared by every replica (postgres://...); unset: the SQLite ledger of GATEWAY_DB.
+    #[arg(long, env = "GATEWAY_DATABASE_URL", hide_env_values = true)]
+    pub gateway_database_url: Option<Secret>,
+    /// The PostgreSQL schema of the shared ledger: replicas sharing a budget name the same one.
+    #[arg(long, env = "GATEWAY_DATABASE_SCHEMA", default_value = "chrysalis")]
+    pub gateway_database_schema: String,
+    /// How long a shared reservation outlives its replica's last renewal, in ms: a dead replica's holds lapse after it; a live one renews every quarter of it (at most every 5 s).
+    #[arg(long, env = "GATEWAY_RESERVATION_TTL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub gateway_reservation_ttl_ms: u64,
+    /// How long a call to a shared store may take, in ms: past it, Redis rate limits fall back to the replica's bucket and PostgreSQL budgets refuse (503).
     #[arg(long, env = "GATEWAY_STORE_TIMEOUT_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub gateway_store_timeout_ms: u64,
     /// Consecutive provider faults that open its circuit.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrysalis_middleware::budget::error::{BudgetExceeded, UnpricedModel};
+use chrysalis_middleware::budget::error::{BudgetExceeded, LedgerUnreachable, UnpricedModel};
 use chrysalis_middleware::circuit_breaker::error::Open;
 use chrysalis_middleware::failover::error::{AllFailed, AllOpen};
 use chrysalis_middleware::rate_limit::error::RateLimited;
@@ -207,6 +207,8 @@ impl ApiError {
         let message = error.to_string();
         if let Some(all) = error.downcast_ref::<AllFailed>() {
             Self::all_failed(all, message)
+        } else if error.is::<LedgerUnreachable>() {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(Duration::from_secs(1))
         } else if error.is::<BudgetExceeded>() {
             Self::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
         } else if let Some(unpriced) = error.downcast_ref::<UnpricedModel>() {

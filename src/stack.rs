@@ -18,7 +18,9 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, Method};
 use axum::Router;
 use chrysalis_middleware::auth::BearerAuthLayer;
-use chrysalis_middleware::budget::{BudgetConfig, BudgetHandle, BudgetLayer, Durability, Route, SqliteLedger};
+use chrysalis_middleware::budget::{
+    BudgetConfig, BudgetHandle, BudgetLayer, Durability, PostgresConfig, PostgresLedger, Route, SqliteLedger,
+};
 use chrysalis_middleware::circuit_breaker::{CircuitBreakerLayer, CircuitHandle};
 use chrysalis_middleware::failover::{CutCost, Failover, Resume, Target};
 use chrysalis_middleware::inflight::InFlightLimitLayer;
@@ -274,6 +276,20 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
     budget.routes = providers.iter().map(route).collect();
     budget.default_max_tokens = config.llm_budget_default_max_tokens;
     budget.resumable = config.llm_stream_resume == StreamResume::Prefill;
+    if let Some(url) = &config.gateway_database_url {
+        let ledger = PostgresLedger::connect(PostgresConfig {
+            url: url.0.clone(),
+            schema: config.gateway_database_schema.clone(),
+            timeout: Duration::from_millis(config.gateway_store_timeout_ms),
+            reservation_ttl: Duration::from_millis(config.gateway_reservation_ttl_ms),
+            connections: 8,
+        })
+        .map_err(|e| ConfigError {
+            variable: "GATEWAY_DATABASE_URL",
+            problem: e.to_string(),
+        })?;
+        return Ok(BudgetLayer::shared(budget, ledger));
+    }
     let durability = match config.gateway_db_sync {
         DbSync::Normal => Durability::ProcessCrash,
         DbSync::Full => Durability::PowerLoss,

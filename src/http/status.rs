@@ -74,12 +74,15 @@ fn wall_clock(at: tokio::time::Instant) -> String {
 
 /// `GET /v1/usage`: spend, limits and what is left, today and this month.
 pub(super) async fn usage(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    // The breakdown is a SQLite read: keep it off the async workers.
+    // The breakdown is a ledger read (SQLite, or a wait for PostgreSQL): keep it off the async workers.
     let status = state.status.clone();
     let report = tokio::task::spawn_blocking(move || status.budget.report())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))?;
+    let report = report.map_err(|e| match state.status.budget.shared_store_up() {
+        Some(false) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", e.to_string()),
+    })?;
     Ok(Json(
         json!({"day": window(&report.day), "month": window(&report.month)}),
     ))

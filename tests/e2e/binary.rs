@@ -100,6 +100,9 @@ fn help_lists_every_variable() {
         "GATEWAY_WORKERS",
         "GATEWAY_LOG_FORMAT",
         "GATEWAY_DB_SYNC",
+        "GATEWAY_DATABASE_URL",
+        "GATEWAY_DATABASE_SCHEMA",
+        "GATEWAY_RESERVATION_TTL_MS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -143,6 +146,11 @@ impl Running {
     pub(crate) fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
         self.sigterm();
         self.exit()
+    }
+
+    /// Every line the gateway has written so far.
+    pub(crate) fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     fn sigterm(&self) {

@@ -20,6 +20,7 @@ mod resilience;
 mod responses;
 mod resume;
 mod sdk_tools;
+mod shared_budget;
 mod shared_state;
 mod soak;
 mod tools;

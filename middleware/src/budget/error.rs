@@ -61,3 +61,9 @@ pub struct InvalidBudget(pub f64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("spend ledger: {0}")]
 pub struct LedgerError(pub String);
+
+/// The shared spend ledger did not answer in time: the call is refused, as
+/// no money may be spent that could not be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("spend ledger unreachable: no call is made while its spend could not be recorded; retry shortly")]
+pub struct LedgerUnreachable;

@@ -1,21 +1,112 @@
-//! The response future: refused, calling, or waiting for the spend to be durable.
+//! The response future: refused, asking the shared ledger, calling, or
+//! waiting for the spend to be durable.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use chrysalis_services::ChatResponse;
+use chrysalis_services::{ChatRequest, ChatResponse};
 use pin_project_lite::pin_project;
-use tower::BoxError;
+use tokio::sync::oneshot;
+use tower::{BoxError, Service};
 
 use super::ledger::Commit;
+use super::postgres::Admission;
 use super::settle::SettleStream;
-use super::state::Reservation;
+use super::state::{Asking, BudgetState, Reservation};
 use crate::gate::{RefuseOrCall, Unchanged};
 use crate::observe::observe;
 
-/// The future of [`Budget`](super::Budget).
-pub type ResponseFuture<F> = RefuseOrCall<Settled<F>, Unchanged, Result<ChatResponse, BoxError>>;
+type Decided<F> = RefuseOrCall<Settled<F>, Unchanged, Result<ChatResponse, BoxError>>;
+
+pin_project! {
+    /// The future of [`Budget`](super::Budget).
+    pub struct ResponseFuture<S: Service<ChatRequest>> {
+        #[pin]
+        state: Decision<S>,
+    }
+}
+
+pin_project! {
+    #[project = DecisionProj]
+    enum Decision<S: Service<ChatRequest>> {
+        Asking {
+            #[pin] answer: oneshot::Receiver<Admission>,
+            asking: Asking,
+            call: Option<(S, ChatRequest, Arc<BudgetState>)>,
+        },
+        Decided { #[pin] future: Decided<S::Future> },
+    }
+}
+
+impl<S: Service<ChatRequest>> ResponseFuture<S> {
+    /// Refused before any call.
+    pub(super) fn refused(error: BoxError) -> Self {
+        Self::decided(RefuseOrCall::refused(Err(error)))
+    }
+
+    /// Admitted with `reservation`: calls `inner` now.
+    pub(super) fn called(inner: &mut S, request: ChatRequest, reservation: Reservation) -> Self {
+        Self::decided(call(inner, request, reservation))
+    }
+
+    /// Waiting for the shared ledger; `inner` is called once it admits.
+    pub(super) fn asking(
+        inner: S,
+        request: ChatRequest,
+        (answer, asking): (oneshot::Receiver<Admission>, Asking),
+        state: Arc<BudgetState>,
+    ) -> Self {
+        Self {
+            state: Decision::Asking {
+                answer,
+                asking,
+                call: Some((inner, request, state)),
+            },
+        }
+    }
+
+    fn decided(future: Decided<S::Future>) -> Self {
+        Self {
+            state: Decision::Decided { future },
+        }
+    }
+}
+
+fn call<S: Service<ChatRequest>>(inner: &mut S, request: ChatRequest, reservation: Reservation) -> Decided<S::Future> {
+    RefuseOrCall::called(Settled::new(inner.call(request), reservation), Unchanged)
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<ChatResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                DecisionProj::Asking {
+                    answer,
+                    asking,
+                    call: waiting,
+                } => {
+                    let answer = ready!(answer.poll(cx));
+                    let (mut inner, request, state) = waiting.take().expect("polled after completion");
+                    let future = match state.answered(&request, *asking, answer) {
+                        Ok(reservation) => call(&mut inner, request, reservation),
+                        Err(refused) => RefuseOrCall::refused(Err(refused)),
+                    };
+                    this.state.set(Decision::Decided { future });
+                }
+                DecisionProj::Decided { future } => return future.poll(cx),
+            }
+        }
+    }
+}
 
 pin_project! {
     /// An admitted call, then the wait for its spend to be durable; a stream

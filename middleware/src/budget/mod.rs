@@ -12,6 +12,11 @@
 //! end, break, or the client goes away. A call's spend is durable in the
 //! [`SpendLedger`] before its answer (or its stream's last frame) goes out.
 //!
+//! Several replicas share one budget with [`BudgetLayer::shared`] over a
+//! [`PostgresLedger`]: reservations are then made in the database, atomic
+//! across replicas, as leases that lapse when their replica dies; a call
+//! the database cannot answer for in time is refused ([`error::LedgerUnreachable`]).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use chrysalis_middleware::budget::{BudgetConfig, BudgetLayer, MemoryLedger, Route};
@@ -28,12 +33,16 @@
 //! ```
 
 pub mod error;
+mod estimate;
 mod future;
 mod ledger;
+mod postgres;
+mod report;
 mod settle;
 mod sqlite;
 mod state;
 mod utc;
+mod windows;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,16 +53,16 @@ use chrysalis_services::pricing::Unpriced;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
-use crate::gate::Unchanged;
-
 pub use future::{ResponseFuture, Settled};
 pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
+pub use postgres::{PostgresConfig, PostgresLedger};
+pub use report::{Totals, UsageReport, WindowReport};
 pub use sqlite::{Durability, SqliteLedger};
-pub use state::{SystemClock, Totals, UsageReport, WallClock, WindowReport};
+pub use state::{SystemClock, WallClock};
 pub use utc::rfc3339;
 
 use error::{InvalidBudget, LedgerError};
-use state::BudgetState;
+use state::{BudgetState, Reserved};
 
 /// Limits and the prices to estimate with.
 #[derive(Debug, Clone)]
@@ -152,6 +161,14 @@ impl BudgetLayer {
         })
     }
 
+    /// A budget kept in `ledger`, shared with every gateway that uses the
+    /// same database and schema: together they stay within the limits.
+    pub fn shared(config: BudgetConfig, ledger: PostgresLedger) -> Self {
+        Self {
+            state: Arc::new(BudgetState::shared(config, ledger, Arc::new(SystemClock))),
+        }
+    }
+
     /// Reads spend and limits.
     pub fn handle(&self) -> BudgetHandle {
         BudgetHandle(self.state.clone())
@@ -171,6 +188,11 @@ impl BudgetHandle {
     /// Spend, limits and what is left, today and this month, by agent and model.
     pub fn report(&self) -> Result<UsageReport, LedgerError> {
         self.0.report()
+    }
+
+    /// With a shared ledger: whether it answered the last call.
+    pub fn shared_store_up(&self) -> Option<bool> {
+        self.0.shared_up()
     }
 
     /// What the budget charges `usage` of a stream `provider` cut short
@@ -202,12 +224,12 @@ crate::wraps_inner!(Budget);
 
 impl<S> Service<ChatRequest> for Budget<S>
 where
-    S: Service<ChatRequest, Response = ChatResponse>,
+    S: Service<ChatRequest, Response = ChatResponse> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = ChatResponse;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -217,8 +239,12 @@ where
         // The cap reserved for is the cap sent: no answer can run past it.
         request.max_tokens.get_or_insert(self.state.default_max_tokens());
         match self.state.reserve(&request) {
-            Ok(reservation) => ResponseFuture::called(Settled::new(self.inner.call(request), reservation), Unchanged),
-            Err(refused) => ResponseFuture::refused(Err(refused)),
+            Ok(Reserved::Held(reservation)) => ResponseFuture::called(&mut self.inner, request, reservation),
+            Ok(Reserved::Asking(answer, asking)) => {
+                let inner = crate::take_ready(&mut self.inner);
+                ResponseFuture::asking(inner, request, (answer, asking), self.state.clone())
+            }
+            Err(refused) => ResponseFuture::refused(refused),
         }
     }
 }

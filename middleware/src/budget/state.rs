@@ -1,31 +1,23 @@
-//! Spend and reservations per window, shared by every clone of the service.
+//! Spend and reservations per window, shared by every clone of the service:
+//! kept in this process over a [`SpendLedger`], or in a database every
+//! replica shares.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chrysalis_services::pricing::{Price, Unpriced};
 use chrysalis_services::{ChatRequest, Usage};
+use tokio::sync::oneshot;
 use tower::BoxError;
 
-use super::error::{BudgetExceeded, LedgerError, UnpricedModel, Window};
+use super::error::{BudgetExceeded, LedgerError, LedgerUnreachable, Window};
 use super::ledger::{Commit, SpendLedger, SpendRow};
+use super::postgres::{Admission, PostgresLedger};
+use super::report::{Totals, UsageReport, WindowReport};
 use super::utc;
-use super::{BudgetConfig, Route};
+use super::windows::Windows;
+use super::BudgetConfig;
 
 const NANOS_PER_USD: f64 = 1e9;
-
-/// The most tokens one image of a prompt may count for, by provider.
-/// Anthropic scales images down to about 1.15 megapixels, at most ~1,600
-/// tokens. OpenAI's dearest is gpt-4o-mini at high detail: 2,833 tokens plus
-/// 5,667 per 512-px tile, six tiles at most: 36,835. Others (OpenRouter's
-/// many vendors) are held to the same 40,000.
-pub const fn image_tokens(provider: &str) -> u64 {
-    match provider.as_bytes() {
-        b"anthropic" => 1_600,
-        _ => 40_000,
-    }
-}
 
 /// The wall clock budget windows follow (UTC days and months).
 pub trait WallClock: Send + Sync + 'static {
@@ -47,64 +39,41 @@ impl WallClock for SystemClock {
 pub(crate) struct BudgetState {
     daily: i64,
     monthly: i64,
-    config: BudgetConfig,
-    ledger: Arc<dyn SpendLedger>,
+    pub(super) config: BudgetConfig,
     clock: Arc<dyn WallClock>,
-    windows: Mutex<Windows>,
+    accounts: Accounts,
 }
 
+/// Where reservations are decided and spend is kept.
+enum Accounts {
+    /// In this process, over a ledger of its own.
+    Local {
+        ledger: Arc<dyn SpendLedger>,
+        windows: Mutex<Windows>,
+    },
+    /// In a database every replica shares.
+    Shared(PostgresLedger),
+}
+
+/// What is spent and held, in nano-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Standing {
+    pub(crate) day_spent: i64,
+    pub(crate) month_spent: i64,
+    pub(crate) reserved: i64,
+}
+
+/// A call's reservation: held here, or asked of the shared ledger.
+pub(crate) enum Reserved {
+    Held(Reservation),
+    Asking(oneshot::Receiver<Admission>, Asking),
+}
+
+/// A reservation the shared ledger has yet to answer.
 #[derive(Debug, Clone, Copy)]
-struct Windows {
-    day_start_ms: i64,
-    month_start_ms: i64,
-    day_spent: i64,
-    month_spent: i64,
-    /// The day and month last left (start, spent): a clock stepped back
-    /// returns to them.
-    left_day: (i64, i64),
-    left_month: (i64, i64),
-    /// Held by calls in flight, in both windows.
-    reserved: i64,
-}
-
-impl Windows {
-    fn new() -> Self {
-        Self {
-            day_start_ms: i64::MIN,
-            month_start_ms: i64::MIN,
-            day_spent: 0,
-            month_spent: 0,
-            left_day: (i64::MIN, 0),
-            left_month: (i64::MIN, 0),
-            reserved: 0,
-        }
-    }
-
-    /// Starts new windows when the UTC day or month has turned.
-    fn roll(&mut self, now_ms: i64) {
-        let day = utc::day_start(now_ms.div_euclid(1000)) * 1000;
-        let month = utc::month_start(now_ms.div_euclid(1000)) * 1000;
-        roll(&mut self.day_start_ms, &mut self.day_spent, &mut self.left_day, day);
-        roll(
-            &mut self.month_start_ms,
-            &mut self.month_spent,
-            &mut self.left_month,
-            month,
-        );
-    }
-}
-
-/// Moves one window to the one starting at `start_ms`. A clock that jumped
-/// ahead and was set back returns to the window it left, whose spend is kept,
-/// with what was spent meanwhile added: it was spent in that window.
-fn roll(window_ms: &mut i64, spent: &mut i64, left: &mut (i64, i64), start_ms: i64) {
-    if start_ms == *window_ms {
-        return;
-    }
-    let carried = if start_ms == left.0 { left.1 + *spent } else { 0 };
-    *left = (*window_ms, *spent);
-    *window_ms = start_ms;
-    *spent = carried;
+pub(crate) struct Asking {
+    seq: i64,
+    estimate: i64,
 }
 
 pub(crate) fn nanos(usd: f64) -> i64 {
@@ -126,18 +95,23 @@ impl BudgetState {
         windows.roll(clock.now_ms());
         windows.day_spent = ledger.spent_since(windows.day_start_ms)?;
         windows.month_spent = ledger.spent_since(windows.month_start_ms)?;
-        Ok(Self {
+        let windows = Mutex::new(windows);
+        Ok(Self::with(config, clock, Accounts::Local { ledger, windows }))
+    }
+
+    /// A budget kept in the shared ledger.
+    pub(crate) fn shared(config: BudgetConfig, ledger: PostgresLedger, clock: Arc<dyn WallClock>) -> Self {
+        Self::with(config, clock, Accounts::Shared(ledger))
+    }
+
+    fn with(config: BudgetConfig, clock: Arc<dyn WallClock>, accounts: Accounts) -> Self {
+        Self {
             daily: nanos(config.daily_usd),
             monthly: nanos(config.monthly_usd),
             config,
-            ledger,
             clock,
-            windows: Mutex::new(windows),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Windows> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+            accounts,
+        }
     }
 
     pub(crate) fn default_max_tokens(&self) -> u32 {
@@ -145,204 +119,185 @@ impl BudgetState {
     }
 
     /// Holds the most `request` may cost, or refuses it if that could pass a
-    /// limit or cannot be priced.
-    pub(crate) fn reserve(self: &Arc<Self>, request: &ChatRequest) -> Result<Reservation, BoxError> {
+    /// limit or cannot be priced; with a shared ledger, asks it to.
+    pub(crate) fn reserve(self: &Arc<Self>, request: &ChatRequest) -> Result<Reserved, BoxError> {
         let estimate = self.estimate(request)?;
-        let mut windows = self.lock();
-        windows.roll(self.clock.now_ms());
-        for (window, spent, limit) in [
-            (Window::Daily, windows.day_spent, self.daily),
-            (Window::Monthly, windows.month_spent, self.monthly),
-        ] {
-            if spent + windows.reserved + estimate > limit {
-                return Err(BudgetExceeded {
-                    window,
-                    limit_usd: usd(limit),
-                    spent_usd: usd(spent),
-                    reserved_usd: usd(windows.reserved),
-                    estimate_usd: usd(estimate),
-                }
-                .into());
+        let now_ms = self.clock.now_ms();
+        let windows = match &self.accounts {
+            Accounts::Local { windows, .. } => windows,
+            Accounts::Shared(ledger) => {
+                let limits = (self.daily, self.monthly);
+                let windows = utc::window_starts_ms(now_ms);
+                let (seq, answer) = ledger.reserve(&request.agent_id, estimate, windows, limits);
+                return Ok(Reserved::Asking(answer, Asking { seq, estimate }));
             }
+        };
+        let mut windows = lock(windows);
+        windows.roll(now_ms);
+        let standing = Standing {
+            day_spent: windows.day_spent,
+            month_spent: windows.month_spent,
+            reserved: windows.reserved,
+        };
+        if let Some(exceeded) = self.exceeded(standing, estimate) {
+            return Err(exceeded.into());
         }
         windows.reserved += estimate;
-        Ok(Reservation {
+        Ok(Reserved::Held(self.reservation(request, estimate, 0)))
+    }
+
+    /// The reservation the shared ledger granted, or why it did not.
+    pub(crate) fn answered(
+        self: &Arc<Self>,
+        request: &ChatRequest,
+        asking: Asking,
+        answer: Result<Admission, oneshot::error::RecvError>,
+    ) -> Result<Reservation, BoxError> {
+        match answer {
+            Ok(Admission::Admitted(_)) => Ok(self.reservation(request, asking.estimate, asking.seq)),
+            Ok(Admission::Refused(standing)) => {
+                let exceeded = self.exceeded(standing, asking.estimate);
+                // A replica with lower limits than this one refused on their account.
+                Err(exceeded
+                    .unwrap_or_else(|| self.window_exceeded(Window::Daily, standing, asking.estimate))
+                    .into())
+            }
+            Err(_) => Err(LedgerUnreachable.into()),
+        }
+    }
+
+    fn reservation(self: &Arc<Self>, request: &ChatRequest, estimate: i64, seq: i64) -> Reservation {
+        Reservation {
             state: self.clone(),
             estimate,
+            seq,
             agent_id: request.agent_id.clone(),
             prompt_chars: request.prompt_chars(),
             settled: false,
-        })
-    }
-
-    /// The most `request` may cost on any route that may serve it: every
-    /// prompt byte a token (no tokenizer makes more; tool schemas and tool
-    /// calls included), each image at its provider's bound, 16 tokens a
-    /// message, at most the model's context window; plus every token it may
-    /// generate; a prompt token at the dearest of input and cache write.
-    pub(crate) fn estimate(&self, request: &ChatRequest) -> Result<i64, UnpricedModel> {
-        let text = (request.prompt_chars() + 16 * request.messages.len()) as u64;
-        let images = request.images() as u64;
-        let completion = f64::from(request.max_tokens.unwrap_or(self.config.default_max_tokens));
-        let (mut dearest, mut dearest_input) = (0.0_f64, 0.0_f64);
-        for (route, model) in self.candidates(request) {
-            let price = self.price(route, model)?;
-            let provider = route.map_or("", |route| route.provider);
-            let window = self.config.prices.context_window(model).map_or(u64::MAX, u64::from);
-            let prompt = (text + images * image_tokens(provider)).min(window) as f64;
-            let cost = (prompt * price.dearest_input_per_mtok() + completion * price.output_per_mtok) / 1e6;
-            dearest = dearest.max(cost);
-            dearest_input = dearest_input.max(price.dearest_input_per_mtok());
-        }
-        if self.config.resumable {
-            // The cut call, then its continuation on any route: the prompt
-            // again with the text so far (at most the output cap) as input.
-            return Ok(nanos(2.0 * dearest + completion * dearest_input / 1e6));
-        }
-        Ok(nanos(dearest))
-    }
-
-    /// Each route that may serve `request`, with the model it would use.
-    fn candidates<'a>(&'a self, request: &'a ChatRequest) -> impl Iterator<Item = (Option<&'a Route>, &'a str)> {
-        let routes = &self.config.routes;
-        let unrouted = routes.is_empty().then_some(request.model.as_deref()).flatten();
-        let primary = routes
-            .first()
-            .map(|route| (Some(route), request.model.as_deref().unwrap_or(&route.model)));
-        let fallbacks = routes.iter().skip(1).map(|route| (Some(route), route.model.as_str()));
-        unrouted
-            .map(|model| (None, model))
-            .into_iter()
-            .chain(primary)
-            .chain(fallbacks)
-    }
-
-    /// The price `model` is reserved at on `route` (`None`: unknown provider).
-    fn price(&self, route: Option<&Route>, model: &str) -> Result<Price, UnpricedModel> {
-        const FREE: Price = Price::new(0.0, 0.0);
-        let prices = &self.config.prices;
-        let provider = route.map_or("unknown", |route| route.provider);
-        if route.is_some_and(|route| route.local) {
-            return Ok(prices.lookup(model).unwrap_or(FREE));
-        }
-        match prices.price_for(provider, model) {
-            Some(price) => Ok(price),
-            None if prices.unpriced() == Unpriced::Allow => Ok(FREE),
-            None => Err(UnpricedModel {
-                provider,
-                model: model.to_owned(),
-            }),
         }
     }
 
-    /// What `usage` of `model` on `provider` costs, for a call whose
-    /// provider could not report it (a stream cut short).
-    pub(crate) fn partial_cost(&self, provider: &str, model: &str, usage: Usage) -> f64 {
-        let route = self.config.routes.iter().find(|route| route.provider == provider);
-        let prices = &self.config.prices;
-        let price = match route {
-            Some(route) if route.local => prices.lookup(model),
-            _ => prices.price_for(provider, model),
+    /// The first window that `estimate` more would pass.
+    fn exceeded(&self, standing: Standing, estimate: i64) -> Option<BudgetExceeded> {
+        let over = |spent: i64, limit: i64| spent + standing.reserved + estimate > limit;
+        if over(standing.day_spent, self.daily) {
+            Some(self.window_exceeded(Window::Daily, standing, estimate))
+        } else if over(standing.month_spent, self.monthly) {
+            Some(self.window_exceeded(Window::Monthly, standing, estimate))
+        } else {
+            None
+        }
+    }
+
+    fn window_exceeded(&self, window: Window, standing: Standing, estimate: i64) -> BudgetExceeded {
+        let (spent, limit) = match window {
+            Window::Daily => (standing.day_spent, self.daily),
+            Window::Monthly => (standing.month_spent, self.monthly),
         };
-        price.map_or(0.0, |price| price.cost(usage))
+        BudgetExceeded {
+            window,
+            limit_usd: usd(limit),
+            spent_usd: usd(spent),
+            reserved_usd: usd(standing.reserved),
+            estimate_usd: usd(estimate),
+        }
     }
 
-    fn settle(&self, estimate: i64, row: Option<SpendRow>) -> Option<Commit> {
-        let mut windows = self.lock();
+    fn settle(&self, estimate: i64, seq: i64, row: Option<SpendRow>) -> Option<Commit> {
+        let (ledger, windows) = match &self.accounts {
+            Accounts::Local { ledger, windows } => (ledger, windows),
+            Accounts::Shared(ledger) => {
+                let Some(row) = row else {
+                    ledger.release(seq);
+                    return None;
+                };
+                return Some(ledger.settle(seq, row));
+            }
+        };
+        let mut windows = lock(windows);
         windows.roll(self.clock.now_ms());
         windows.reserved -= estimate;
         let row = row?;
         windows.day_spent += row.cost_nanos;
         windows.month_spent += row.cost_nanos;
         // Appended under the lock, so the ledger's order is the spend's order.
-        Some(self.ledger.append(row))
+        Some(ledger.append(row))
     }
 
+    /// Spend and limits; with a shared ledger, what it last said.
     pub(crate) fn totals(&self) -> Totals {
-        let mut windows = self.lock();
+        let limits = (self.daily, self.monthly);
+        let windows = match &self.accounts {
+            Accounts::Local { windows, .. } => windows,
+            Accounts::Shared(ledger) => {
+                return Totals::new(limits, ledger.standing(utc::window_starts_ms(self.clock.now_ms())));
+            }
+        };
+        let mut windows = lock(windows);
         windows.roll(self.clock.now_ms());
-        Totals {
-            daily_limit_usd: usd(self.daily),
-            monthly_limit_usd: usd(self.monthly),
-            day_spent_usd: usd(windows.day_spent),
-            month_spent_usd: usd(windows.month_spent),
-            reserved_usd: usd(windows.reserved),
-        }
+        let standing = Standing {
+            day_spent: windows.day_spent,
+            month_spent: windows.month_spent,
+            reserved: windows.reserved,
+        };
+        Totals::new(limits, standing)
     }
 
+    /// Spend, limits and what is left, by agent and model; read from the
+    /// ledger (with a shared one, every replica's).
     pub(crate) fn report(&self) -> Result<UsageReport, LedgerError> {
+        let (ledger, windows) = match &self.accounts {
+            Accounts::Local { ledger, windows } => (ledger, windows),
+            Accounts::Shared(ledger) => return self.shared_report(ledger),
+        };
         let windows = {
-            let mut windows = self.lock();
+            let mut windows = lock(windows);
             windows.roll(self.clock.now_ms());
             *windows
         };
         let report = |start_ms: i64, spent: i64, limit: i64| -> Result<WindowReport, LedgerError> {
-            let breakdown = self.ledger.breakdown_since(start_ms)?;
-            let dollars = |map: BTreeMap<String, i64>| map.into_iter().map(|(k, v)| (k, usd(v))).collect();
-            Ok(WindowReport {
-                start: utc::rfc3339(start_ms.div_euclid(1000)),
-                limit_usd: usd(limit),
-                spent_usd: usd(spent),
-                reserved_usd: usd(windows.reserved),
-                remaining_usd: usd((limit - spent - windows.reserved).max(0)),
-                by_agent: dollars(breakdown.by_agent),
-                by_model: dollars(breakdown.by_model),
-            })
+            let breakdown = ledger.breakdown_since(start_ms)?;
+            Ok(WindowReport::new(start_ms, spent, windows.reserved, limit, breakdown))
         };
         Ok(UsageReport {
             day: report(windows.day_start_ms, windows.day_spent, self.daily)?,
             month: report(windows.month_start_ms, windows.month_spent, self.monthly)?,
         })
     }
+
+    fn shared_report(&self, ledger: &PostgresLedger) -> Result<UsageReport, LedgerError> {
+        let (day_ms, month_ms) = utc::window_starts_ms(self.clock.now_ms());
+        let shared = ledger.report((day_ms, month_ms))?;
+        let Standing {
+            day_spent,
+            month_spent,
+            reserved,
+        } = shared.standing;
+        Ok(UsageReport {
+            day: WindowReport::new(day_ms, day_spent, reserved, self.daily, shared.day),
+            month: WindowReport::new(month_ms, month_spent, reserved, self.monthly, shared.month),
+        })
+    }
+
+    /// With a shared ledger: whether it answered the last call.
+    pub(crate) fn shared_up(&self) -> Option<bool> {
+        match &self.accounts {
+            Accounts::Local { .. } => None,
+            Accounts::Shared(ledger) => Some(ledger.is_up()),
+        }
+    }
 }
 
-/// Spend and limits now, read from memory (cheap enough for every scrape).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Totals {
-    /// The daily limit.
-    pub daily_limit_usd: f64,
-    /// The monthly limit.
-    pub monthly_limit_usd: f64,
-    /// Spent today.
-    pub day_spent_usd: f64,
-    /// Spent this month.
-    pub month_spent_usd: f64,
-    /// Held by calls in flight.
-    pub reserved_usd: f64,
-}
-
-/// Spend, limits and what is left, for today and this month.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageReport {
-    /// The UTC day.
-    pub day: WindowReport,
-    /// The UTC month.
-    pub month: WindowReport,
-}
-
-/// One window's spend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowReport {
-    /// When the window started (RFC 3339, UTC).
-    pub start: String,
-    /// Its limit.
-    pub limit_usd: f64,
-    /// Spent in it.
-    pub spent_usd: f64,
-    /// Held by calls in flight.
-    pub reserved_usd: f64,
-    /// What is left.
-    pub remaining_usd: f64,
-    /// Spent, by agent_id.
-    pub by_agent: BTreeMap<String, f64>,
-    /// Spent, by model.
-    pub by_model: BTreeMap<String, f64>,
+fn lock(windows: &Mutex<Windows>) -> MutexGuard<'_, Windows> {
+    windows.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Money held for one call; settled exactly once, released if dropped.
 pub(crate) struct Reservation {
     state: Arc<BudgetState>,
     estimate: i64,
+    /// Its number in the shared ledger.
+    seq: i64,
     agent_id: Arc<str>,
     prompt_chars: usize,
     settled: bool,
@@ -363,7 +318,7 @@ impl Reservation {
             output_tokens: usage.completion_tokens,
             cost_nanos,
         });
-        self.state.settle(self.estimate, row)
+        self.state.settle(self.estimate, self.seq, row)
     }
 
     /// A call cut short after `chars` of text: the tokens it used are
@@ -389,15 +344,18 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
-            self.state.settle(self.estimate, None);
+            self.state.settle(self.estimate, self.seq, None);
         }
     }
 }
 
 impl std::fmt::Debug for BudgetState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BudgetState")
-            .field("windows", &*self.lock())
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("BudgetState");
+        match &self.accounts {
+            Accounts::Local { windows, .. } => debug.field("windows", &*lock(windows)),
+            Accounts::Shared(ledger) => debug.field("shared", ledger),
+        };
+        debug.finish_non_exhaustive()
     }
 }

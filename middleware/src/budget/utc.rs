@@ -14,6 +14,12 @@ pub(crate) fn month_start(unix: i64) -> i64 {
     days_from_civil(year, month, 1) * DAY
 }
 
+/// The starts of the UTC day and month holding `at_ms`, in unix ms.
+pub(crate) fn window_starts_ms(at_ms: i64) -> (i64, i64) {
+    let unix = at_ms.div_euclid(1000);
+    (day_start(unix) * 1000, month_start(unix) * 1000)
+}
+
 /// `2026-11-28T00:00:00Z` for a unix time (seconds).
 pub fn rfc3339(unix: i64) -> String {
     let (year, month, day) = civil_from_days(unix.div_euclid(DAY));

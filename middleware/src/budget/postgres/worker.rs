@@ -1,0 +1,442 @@
+//! The ledger's thread: a runtime of its own, a pool of connections, and a
+//! task per call, each bounded by the store timeout.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::super::error::LedgerError;
+use super::super::ledger::{Breakdown, SpendRow};
+use super::super::state::{Standing, SystemClock, WallClock};
+use super::super::utc;
+use super::{pg, schema, unreachable, Admission, PostgresConfig, SharedReport, Status};
+
+/// Reservations waiting for the database; past this, calls are refused.
+const QUEUE: usize = 4096;
+/// Calls reserved, or settled, in one transaction at most: those that
+/// arrive while the database is busy share the next one's lock and commit.
+const BATCH: usize = 256;
+/// Shards of each window's running total: settles of one window update
+/// different rows, so they do not queue behind one row's lock.
+const SHARDS: i64 = 16;
+/// The longest wait between two tries of a settle the database did not take.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the totals are read back (for `/metrics`), at most.
+const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
+const RESERVE: &str =
+    "SELECT o_admitted, o_day_spent, o_month_spent, o_reserved FROM reserve($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const SETTLE: &str = "SELECT settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const RELEASE: &str = "DELETE FROM reservations WHERE replica = $1 AND seq = ANY ($2)";
+const RENEW: &str = "SELECT day_spent, month_spent, reserved FROM renew($1, $2, $3, $4, $5)";
+const TOTALS: &str = "SELECT COALESCE(SUM(spent_nanos) FILTER (WHERE kind = 'day'), 0)::bigint,
+        COALESCE(SUM(spent_nanos) FILTER (WHERE kind = 'month'), 0)::bigint,
+        (SELECT COALESCE(SUM(nanos), 0) FROM reservations WHERE expires_at > clock_timestamp())::bigint
+    FROM spend_totals WHERE (kind = 'day' AND start_ms = $1) OR (kind = 'month' AND start_ms = $2)";
+const BREAKDOWN: &str = "SELECT true, agent_id, SUM(cost_nanos)::bigint FROM spend WHERE at_ms >= $1 GROUP BY agent_id
+    UNION ALL SELECT false, model, SUM(cost_nanos)::bigint FROM spend WHERE at_ms >= $1 GROUP BY model";
+
+/// A reservation to ask for.
+#[derive(Debug)]
+pub(super) struct Reserve {
+    pub(super) seq: i64,
+    pub(super) agent: Arc<str>,
+    pub(super) nanos: i64,
+    pub(super) windows: (i64, i64),
+    pub(super) limits: (i64, i64),
+    pub(super) reply: oneshot::Sender<Admission>,
+}
+
+/// What else the ledger's thread is asked to do.
+#[derive(Debug)]
+pub(super) enum Job {
+    Settle(Settle),
+    Release {
+        seq: i64,
+    },
+    Report {
+        windows: (i64, i64),
+        reply: std::sync::mpsc::SyncSender<Result<SharedReport, LedgerError>>,
+    },
+}
+
+/// A call's spend to record.
+#[derive(Debug)]
+pub(super) struct Settle {
+    pub(super) seq: i64,
+    pub(super) row: SpendRow,
+    pub(super) done: oneshot::Sender<Result<(), LedgerError>>,
+}
+
+type Channels = (mpsc::Sender<Reserve>, mpsc::UnboundedSender<Job>, i64);
+
+/// Starts the thread; returns once the schema is migrated and this replica has its number.
+pub(super) fn start(config: PostgresConfig, status: Arc<Status>) -> Result<Channels, LedgerError> {
+    let pg_config = pg_config(&config)?;
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gateway-postgres".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            runtime.block_on(async move {
+                let opened = open(&config, pg_config, status).await;
+                let worker = match opened {
+                    Ok(worker) => Arc::new(worker),
+                    Err(error) => return drop(ready.send(Err(error))),
+                };
+                let (reserves, reserve_queue) = mpsc::channel(QUEUE);
+                let (jobs, job_queue) = mpsc::unbounded_channel();
+                let _ = ready.send(Ok((reserves, jobs, worker.replica)));
+                serve(worker, reserve_queue, job_queue).await;
+            });
+        })
+        .map_err(|e| LedgerError(format!("cannot start the ledger's thread: {e}")))?;
+    started.recv().unwrap_or_else(|_| Err(unreachable()))
+}
+
+fn pg_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, LedgerError> {
+    let invalid = || LedgerError("not a PostgreSQL URL (postgres://user[:password]@host[:port]/database)".into());
+    let mut pg_config = tokio_postgres::Config::from_str(&config.url).map_err(|_| invalid())?;
+    // Its password must never reach a log line, as a provider key must not.
+    if let Some(password) = pg_config.get_password().and_then(|p| std::str::from_utf8(p).ok()) {
+        chrysalis_services::redact::register_secret(password);
+    }
+    let schema = &config.schema;
+    if schema.is_empty()
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(LedgerError(format!(
+            "schema `{schema}` must be lower-case letters, digits and _"
+        )));
+    }
+    pg_config
+        .options(format!("-c search_path={schema}"))
+        .application_name("chrysalis-gateway")
+        .connect_timeout(config.timeout)
+        .keepalives_idle(Duration::from_secs(10))
+        // A connection whose peer vanished fails, instead of waiting on TCP's minutes of retries.
+        .tcp_user_timeout(config.timeout.max(Duration::from_secs(1)));
+    Ok(pg_config)
+}
+
+/// The pool, the schema migrated, and this replica's number.
+async fn open(
+    config: &PostgresConfig,
+    pg_config: tokio_postgres::Config,
+    status: Arc<Status>,
+) -> Result<Worker, LedgerError> {
+    let mut start_config = pg_config.clone();
+    start_config.connect_timeout(config.timeout.max(Duration::from_secs(5)));
+    let (mut client, connection) = start_config.connect(NoTls).await.map_err(pg)?;
+    tokio::spawn(connection);
+    schema::migrate(&mut client, &config.schema).await?;
+    let replica: i64 = client
+        .query_one("SELECT nextval('replica_ids')", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(config.connections.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.timeout))
+        .create_timeout(Some(config.timeout))
+        .recycle_timeout(Some(config.timeout))
+        .build()
+        .map_err(|e| LedgerError(e.to_string()))?;
+    status.remember(utc::window_starts_ms(SystemClock.now_ms()), Standing::default());
+    status.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(Worker {
+        pool,
+        replica,
+        timeout: config.timeout,
+        ttl_ms: i64::try_from(config.reservation_ttl.as_millis()).unwrap_or(i64::MAX),
+        live: Mutex::default(),
+        status,
+    })
+}
+
+struct Worker {
+    pool: Pool,
+    replica: i64,
+    timeout: Duration,
+    ttl_ms: i64,
+    /// Calls of this replica holding a reservation, and what each holds: renewed until settled.
+    live: Mutex<HashMap<i64, i64>>,
+    status: Arc<Status>,
+}
+
+async fn serve(worker: Arc<Worker>, mut reserves: mpsc::Receiver<Reserve>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    tokio::spawn(renew_loop(Arc::downgrade(&worker)));
+    loop {
+        tokio::select! {
+            Some(first) = reserves.recv() => {
+                let mut batch = vec![first];
+                while let Some(next) = (batch.len() < BATCH).then(|| reserves.try_recv().ok()).flatten() {
+                    batch.push(next);
+                }
+                tokio::spawn(worker.clone().reserve(batch));
+            }
+            Some(first) = jobs.recv() => {
+                let mut settles = Vec::new();
+                let mut next = Some(first);
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Settle(settle) => settles.push(settle),
+                        Job::Release { seq } => {
+                            let worker = worker.clone();
+                            tokio::spawn(async move { worker.release(vec![seq]).await });
+                        }
+                        Job::Report { windows, reply } => {
+                            let worker = worker.clone();
+                            tokio::spawn(async move { reply.send(worker.report(windows).await) });
+                        }
+                    }
+                    next = (settles.len() < BATCH).then(|| jobs.try_recv().ok()).flatten();
+                }
+                if !settles.is_empty() {
+                    tokio::spawn(worker.clone().settle(settles));
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+impl Worker {
+    /// Asks for the reservations of `batch`, those of one window and limits at a time.
+    async fn reserve(self: Arc<Self>, mut batch: Vec<Reserve>) {
+        while let Some(first) = batch.first() {
+            let key = (first.windows, first.limits);
+            let (group, rest) = batch.into_iter().partition(|r| (r.windows, r.limits) == key);
+            self.reserve_group(group, key.0, key.1).await;
+            batch = rest;
+        }
+    }
+
+    async fn reserve_group(&self, group: Vec<Reserve>, windows: (i64, i64), limits: (i64, i64)) {
+        let seqs: Vec<i64> = group.iter().map(|r| r.seq).collect();
+        let agents: Vec<&str> = group.iter().map(|r| &*r.agent).collect();
+        let nanos: Vec<i64> = group.iter().map(|r| r.nanos).collect();
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &self.replica,
+            &seqs,
+            &agents,
+            &nanos,
+            &windows.0,
+            &windows.1,
+            &limits.0,
+            &limits.1,
+            &self.ttl_ms,
+        ];
+        let rows = match self.query(RESERVE, &params).await {
+            Ok(rows) if rows.len() == group.len() => rows,
+            _ => {
+                drop(group); // Refused now; then, as the database may have taken them, released.
+                return self.release(seqs).await;
+            }
+        };
+        let mut gone = Vec::new();
+        for (reserve, row) in group.into_iter().zip(&rows) {
+            let standing = standing(row, 1);
+            if !row.get::<_, bool>(0) {
+                let _ = reserve.reply.send(Admission::Refused(standing));
+                continue;
+            }
+            self.live().insert(reserve.seq, reserve.nanos);
+            if reserve.reply.send(Admission::Admitted(standing)).is_err() {
+                gone.push(reserve.seq); // The caller went away: nothing will settle it.
+            }
+        }
+        if let Some(last) = rows.last() {
+            self.status.remember(windows, standing(last, 1));
+        }
+        if !gone.is_empty() {
+            self.release(gone).await;
+        }
+    }
+
+    /// Tries until the database has the rows; the callers learn of the first try.
+    async fn settle(self: Arc<Self>, batch: Vec<Settle>) {
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut calls = Vec::with_capacity(batch.len());
+        for Settle { seq, row, done } in batch {
+            dones.push(done);
+            calls.push((seq, row));
+        }
+        let column = |f: fn(&(i64, SpendRow)) -> i64| calls.iter().map(f).collect::<Vec<i64>>();
+        let seqs = column(|(seq, _)| *seq);
+        let at_ms = column(|(_, row)| row.at_ms);
+        let inputs = column(|(_, row)| tokens(row.input_tokens));
+        let outputs = column(|(_, row)| tokens(row.output_tokens));
+        let costs = column(|(_, row)| row.cost_nanos);
+        let text = |f: fn(&SpendRow) -> &str| calls.iter().map(|(_, row)| f(row)).collect::<Vec<&str>>();
+        let (agents, providers, models) = (text(|r| &r.agent_id), text(|r| &r.provider), text(|r| &r.model));
+        let (days, months): (Vec<i64>, Vec<i64>) = at_ms.iter().map(|&at| utc::window_starts_ms(at)).unzip();
+        let shards: Vec<i16> = seqs.iter().map(|seq| seq.rem_euclid(SHARDS) as i16).collect();
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &self.replica,
+            &seqs,
+            &at_ms,
+            &agents,
+            &providers,
+            &models,
+            &inputs,
+            &outputs,
+            &costs,
+            &days,
+            &months,
+            &shards,
+        ];
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let result = self.query(SETTLE, &params).await.map(drop);
+            for done in dones.drain(..) {
+                let _ = done.send(result.clone());
+            }
+            if result.is_ok() {
+                for (seq, row) in &calls {
+                    let held = self.live().remove(seq).unwrap_or(0);
+                    self.status.settled(held, row.cost_nanos);
+                }
+                return;
+            }
+            tracing::error!(
+                calls = calls.len(),
+                "spend not yet recorded in the shared ledger; retrying"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn release(&self, seqs: Vec<i64>) {
+        for seq in &seqs {
+            let held = self.live().remove(seq).unwrap_or(0);
+            self.status.settled(held, 0);
+        }
+        // One that fails expires instead.
+        let _ = self.query(RELEASE, &[&self.replica, &seqs]).await;
+    }
+
+    async fn report(&self, windows: (i64, i64)) -> Result<SharedReport, LedgerError> {
+        let totals = self.query_one(TOTALS, &[&windows.0, &windows.1]).await?;
+        Ok(SharedReport {
+            standing: standing(&totals, 0),
+            day: self.breakdown(windows.0).await?,
+            month: self.breakdown(windows.1).await?,
+        })
+    }
+
+    async fn breakdown(&self, since_ms: i64) -> Result<Breakdown, LedgerError> {
+        let mut breakdown = Breakdown::default();
+        for row in self.query(BREAKDOWN, &[&since_ms]).await? {
+            let map = if row.get(0) {
+                &mut breakdown.by_agent
+            } else {
+                &mut breakdown.by_model
+            };
+            map.insert(row.get(1), row.get(2));
+        }
+        Ok(breakdown)
+    }
+
+    /// Extends the live reservations and reads the totals back.
+    async fn renew(&self) {
+        let seqs: Vec<i64> = self.live().keys().copied().collect();
+        let windows = self.status.windows();
+        let params: [&(dyn ToSql + Sync); 5] = [&self.replica, &seqs, &self.ttl_ms, &windows.0, &windows.1];
+        if let Ok(row) = self.query_one(RENEW, &params).await {
+            self.status.remember(windows, standing(&row, 0));
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, LedgerError> {
+        let rows = self.query(sql, params).await?;
+        rows.into_iter().next().ok_or_else(|| LedgerError("no row".into()))
+    }
+
+    /// One statement, within the timeout; says whether the database answered.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LedgerError> {
+        let result = self.query_within(sql, params).await;
+        if let Err(error) = &result {
+            tracing::debug!(store = "postgres", %error, "shared spend ledger call failed");
+        }
+        self.status.answered(result.is_ok());
+        result
+    }
+
+    async fn query_within(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LedgerError> {
+        let deadline = Instant::now() + self.timeout;
+        let client = match timeout_at(deadline, self.pool.get()).await {
+            Ok(client) => client.map_err(|e| LedgerError(e.to_string()))?,
+            Err(_) => return Err(timed_out()),
+        };
+        let call = async {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        };
+        match timeout_at(deadline, call).await {
+            Ok(result) => result.map_err(pg),
+            Err(_) => {
+                // Its connection may still be busy with the call: close it.
+                drop(Object::take(client));
+                Err(timed_out())
+            }
+        }
+    }
+}
+
+fn timed_out() -> LedgerError {
+    LedgerError("no answer within the store timeout".into())
+}
+
+fn tokens(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn standing(row: &Row, first: usize) -> Standing {
+    Standing {
+        day_spent: row.get(first),
+        month_spent: row.get(first + 1),
+        reserved: row.get(first + 2),
+    }
+}
+
+/// Renews reservations a little more often than a quarter of their expiry,
+/// until the ledger is gone.
+async fn renew_loop(worker: std::sync::Weak<Worker>) {
+    let every = match worker.upgrade() {
+        Some(worker) => Duration::from_millis(u64::try_from(worker.ttl_ms / 4).unwrap_or(1).max(1)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every.min(RENEW_AT_MOST_EVERY));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(worker) = worker.upgrade() else { return };
+        worker.renew().await;
+    }
+}
