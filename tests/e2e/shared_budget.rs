@@ -304,6 +304,12 @@ fn a_cut_off_database_refuses_calls_at_once_then_nothing_is_lost_when_it_is_back
         logs.iter().any(|l| l.contains("shared spend ledger unreachable")),
         "{logs:?}"
     );
+    let report = runtime.block_on(async {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/v1/usage")).await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    });
+    assert_eq!(report.0, 503, "{report:?}");
+    assert_eq!(report.1["error"]["type"], "unavailable", "{report:?}");
 
     // The database's host goes silent: every call waits out the store timeout, no more.
     proxy.set(Mode::Stalled);
