@@ -108,7 +108,7 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_DATABASE_URL", hide_env_values = true)]
     pub gateway_database_url: Option<Secret>,
     /// The PostgreSQL schema of the shared ledger: replicas sharing a budget name the same one.
-    #[arg(long, env = "GATEWAY_DATABASE_SCHEMA", default_value = "chrysalis")]
+    #[arg(long, env = "GATEWAY_DATABASE_SCHEMA", default_value = "chrysalis", value_parser = schema_name)]
     pub gateway_database_schema: String,
     /// How long a shared reservation outlives its replica's last renewal, in ms: a dead replica's holds lapse after it; a live one renews every quarter of it (at most every 5 s).
     #[arg(long, env = "GATEWAY_RESERVATION_TTL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1000..))]
@@ -426,6 +426,18 @@ fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a non-negative number")),
+    }
+}
+
+fn schema_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    match valid {
+        true => Ok(s.to_owned()),
+        false => Err(format!(
+            "`{s}` is not a schema name of lower-case letters, digits and _"
+        )),
     }
 }
 

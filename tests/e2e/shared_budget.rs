@@ -432,3 +432,24 @@ async fn forward(mut inbound: TcpStream, target: String, mut mode: watch::Receiv
         let _ = mode.wait_for(|m| *m != Mode::Stalled).await;
     }
 }
+
+#[test]
+fn an_unreachable_database_stops_start_up_naming_the_variable_not_the_password() {
+    // A port nothing listens on: refused at once, no server needed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://gateway:s3cret-db-password-42@127.0.0.1:{port}/llm");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env_clear()
+        .envs([("LLM_PROVIDER", "mock"), ("GATEWAY_DATABASE_URL", url.as_str())])
+        .env("GATEWAY_DB", temp_db())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("GATEWAY_DATABASE_URL"), "{said}");
+    assert!(!said.contains("s3cret-db-password-42"), "{said}");
+}

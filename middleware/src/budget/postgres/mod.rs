@@ -238,8 +238,12 @@ pub(crate) fn unreachable() -> LedgerError {
     LedgerError("unreachable".into())
 }
 
+/// The error with its cause ("error connecting to server: Connection refused").
 fn pg(error: tokio_postgres::Error) -> LedgerError {
-    LedgerError(error.to_string())
+    match std::error::Error::source(&error) {
+        Some(cause) => LedgerError(format!("{error}: {cause}")),
+        None => LedgerError(error.to_string()),
+    }
 }
 
 #[cfg(test)]
