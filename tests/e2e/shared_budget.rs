@@ -211,6 +211,36 @@ fn a_replica_killed_mid_call_releases_its_hold_when_the_reservation_expires() {
 }
 
 #[test]
+fn a_call_that_outlives_the_reservation_ttl_keeps_its_hold_while_its_replica_lives() {
+    let Some(url) = database_url() else { return };
+    let schema = Schema::fresh(&url);
+    let gateway = replica(
+        &schema,
+        None,
+        &[("GATEWAY_RESERVATION_TTL_MS", "1000"), ("MOCK_LATENCY_MS", "2500")],
+    );
+    let runtime = Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let port = gateway.port;
+    let call = runtime.spawn(async move { chat(&client, port, "a", "/v1/chat").await });
+    let expiry = "SELECT COALESCE(MAX(expires_at), 'epoch')::text FROM {schema}.reservations";
+    let first = runtime.block_on(async {
+        until(|| async { schema.standing().await.1 > 0 }).await;
+        schema.query(expiry).await.get::<_, String>(0)
+    });
+    // Renewed (every quarter of the TTL) past the expiry it was made with, and still held.
+    runtime.block_on(until(|| async {
+        let later = schema.query(expiry).await.get::<_, String>(0);
+        later > first && schema.standing().await.1 > 0
+    }));
+    assert!(!call.is_finished(), "the call is still running");
+    let (status, body) = runtime.block_on(call).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (spent, held) = runtime.block_on(schema.standing());
+    assert_eq!((spent, held), ((CALL_USD * 1e9).round() as i64, 0));
+}
+
+#[test]
 fn every_replica_killed_and_restarted_keeps_the_exact_spend() {
     let Some(url) = database_url() else { return };
     let schema = Schema::fresh(&url);
