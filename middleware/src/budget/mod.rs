@@ -180,12 +180,15 @@ impl BudgetLayer {
 pub struct BudgetHandle(Arc<BudgetState>);
 
 impl BudgetHandle {
-    /// Spend and limits now, without reading the ledger.
+    /// Spend and limits now, without reading the ledger (with a shared one,
+    /// what the database last said: refreshed by every call, at least every 5 s).
     pub fn totals(&self) -> Totals {
         self.0.totals()
     }
 
-    /// Spend, limits and what is left, today and this month, by agent and model.
+    /// Spend, limits and what is left, today and this month, by agent and
+    /// model. Reads the ledger (with a shared one, waits for the database):
+    /// call it off the async workers, as with `spawn_blocking`.
     pub fn report(&self) -> Result<UsageReport, LedgerError> {
         self.0.report()
     }

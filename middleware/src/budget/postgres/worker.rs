@@ -28,6 +28,8 @@ const BATCH: usize = 256;
 const SHARDS: i64 = 16;
 /// The longest wait between two tries of a settle the database did not take.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most connecting, migrating and numbering the replica may take at start-up.
+const START_UP: Duration = Duration::from_secs(30);
 /// How often the totals are read back (for `/metrics`), at most.
 const RENEW_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 
@@ -89,10 +91,11 @@ pub(super) fn start(config: PostgresConfig, status: Arc<Status>) -> Result<Chann
                 .build()
                 .expect("a current-thread runtime builds");
             runtime.block_on(async move {
-                let opened = open(&config, pg_config, status).await;
+                let opened = tokio::time::timeout(START_UP, open(&config, pg_config, status)).await;
                 let worker = match opened {
-                    Ok(worker) => Arc::new(worker),
-                    Err(error) => return drop(ready.send(Err(error))),
+                    Ok(Ok(worker)) => Arc::new(worker),
+                    Ok(Err(error)) => return drop(ready.send(Err(error))),
+                    Err(_) => return drop(ready.send(Err(LedgerError("no answer at start-up within 30 s".into())))),
                 };
                 let (reserves, reserve_queue) = mpsc::channel(QUEUE);
                 let (jobs, job_queue) = mpsc::unbounded_channel();
@@ -195,29 +198,30 @@ async fn serve(worker: Arc<Worker>, mut reserves: mpsc::Receiver<Reserve>, mut j
                 }
                 tokio::spawn(worker.clone().reserve(batch));
             }
-            Some(first) = jobs.recv() => {
-                let mut settles = Vec::new();
-                let mut next = Some(first);
-                while let Some(job) = next.take() {
-                    match job {
-                        Job::Settle(settle) => settles.push(settle),
-                        Job::Release { seq } => {
-                            let worker = worker.clone();
-                            tokio::spawn(async move { worker.release(vec![seq]).await });
-                        }
-                        Job::Report { windows, reply } => {
-                            let worker = worker.clone();
-                            tokio::spawn(async move { reply.send(worker.report(windows).await) });
-                        }
-                    }
-                    next = (settles.len() < BATCH).then(|| jobs.try_recv().ok()).flatten();
-                }
-                if !settles.is_empty() {
-                    tokio::spawn(worker.clone().settle(settles));
-                }
-            }
+            Some(first) = jobs.recv() => dispatch(&worker, first, &mut jobs),
             else => return,
         }
+    }
+}
+
+/// Runs `first` and the jobs already queued behind it: settles together
+/// in one transaction, the rest each on its own.
+fn dispatch(worker: &Arc<Worker>, first: Job, jobs: &mut mpsc::UnboundedReceiver<Job>) {
+    let mut settles = Vec::new();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        let worker = worker.clone();
+        match job {
+            Job::Settle(settle) => settles.push(settle),
+            Job::Release { seq } => drop(tokio::spawn(async move { worker.release(vec![seq]).await })),
+            Job::Report { windows, reply } => {
+                drop(tokio::spawn(async move { reply.send(worker.report(windows).await) }))
+            }
+        }
+        next = (settles.len() < BATCH).then(|| jobs.try_recv().ok()).flatten();
+    }
+    if !settles.is_empty() {
+        tokio::spawn(worker.clone().settle(settles));
     }
 }
 
