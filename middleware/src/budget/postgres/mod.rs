@@ -103,6 +103,7 @@ struct Handle {
     jobs: mpsc::UnboundedSender<Job>,
     next_seq: AtomicI64,
     status: Arc<Status>,
+    timeout: Duration,
 }
 
 /// Whether the database answers, and the totals it last gave.
@@ -159,6 +160,7 @@ impl PostgresLedger {
     /// thread. Fails if the database cannot be reached at start-up.
     pub fn connect(config: PostgresConfig) -> Result<Self, LedgerError> {
         let status = Arc::new(Status::default());
+        let timeout = config.timeout;
         let (reserves, jobs, replica) = worker::start(config, status.clone())?;
         tracing::info!(store = "postgres", replica, "shared spend ledger ready");
         Ok(Self {
@@ -167,6 +169,7 @@ impl PostgresLedger {
                 jobs,
                 next_seq: AtomicI64::new(1),
                 status,
+                timeout,
             }),
         })
     }
@@ -195,6 +198,7 @@ impl PostgresLedger {
             windows,
             limits,
             reply,
+            deadline: tokio::time::Instant::now() + self.handle.timeout,
         };
         // A full queue drops the job and its reply: the call is refused.
         let _ = self.handle.reserves.try_send(job);

@@ -54,6 +54,8 @@ pub(super) struct Reserve {
     pub(super) windows: (i64, i64),
     pub(super) limits: (i64, i64),
     pub(super) reply: oneshot::Sender<Admission>,
+    /// When the caller stops waiting: the time it asked, plus the store timeout.
+    pub(super) deadline: Instant,
 }
 
 /// What else the ledger's thread is asked to do.
@@ -187,26 +189,40 @@ struct Worker {
     status: Arc<Status>,
 }
 
-async fn serve(worker: Arc<Worker>, mut reserves: mpsc::Receiver<Reserve>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+/// Two lanes: reservations, one batch at a time (they queue on one lock in
+/// the database anyway, and those that arrive meanwhile make the next
+/// batch), and the other jobs, settles one batch at a time (one commit for
+/// the batch).
+async fn serve(worker: Arc<Worker>, reserves: mpsc::Receiver<Reserve>, jobs: mpsc::UnboundedReceiver<Job>) {
     tokio::spawn(renew_loop(Arc::downgrade(&worker)));
-    loop {
-        tokio::select! {
-            Some(first) = reserves.recv() => {
-                let mut batch = vec![first];
-                while let Some(next) = (batch.len() < BATCH).then(|| reserves.try_recv().ok()).flatten() {
-                    batch.push(next);
-                }
-                tokio::spawn(worker.clone().reserve(batch));
-            }
-            Some(first) = jobs.recv() => dispatch(&worker, first, &mut jobs),
-            else => return,
+    tokio::spawn(reserve_lane(worker.clone(), reserves));
+    job_lane(worker, jobs).await;
+}
+
+async fn reserve_lane(worker: Arc<Worker>, mut reserves: mpsc::Receiver<Reserve>) {
+    while let Some(first) = reserves.recv().await {
+        let mut batch = vec![first];
+        while let Some(next) = (batch.len() < BATCH).then(|| reserves.try_recv().ok()).flatten() {
+            batch.push(next);
+        }
+        tracing::debug!(calls = batch.len(), "reserving together");
+        worker.clone().reserve(batch).await;
+    }
+}
+
+async fn job_lane(worker: Arc<Worker>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let settles = dispatch(&worker, first, &mut jobs);
+        if !settles.is_empty() {
+            tracing::debug!(calls = settles.len(), "settling together");
+            worker.clone().settle(settles).await;
         }
     }
 }
 
-/// Runs `first` and the jobs already queued behind it: settles together
-/// in one transaction, the rest each on its own.
-fn dispatch(worker: &Arc<Worker>, first: Job, jobs: &mut mpsc::UnboundedReceiver<Job>) {
+/// Starts `first` and the jobs already queued behind it, and returns the
+/// settles among them, to be recorded together.
+fn dispatch(worker: &Arc<Worker>, first: Job, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Settle> {
     let mut settles = Vec::new();
     let mut next = Some(first);
     while let Some(job) = next.take() {
@@ -220,9 +236,7 @@ fn dispatch(worker: &Arc<Worker>, first: Job, jobs: &mut mpsc::UnboundedReceiver
         }
         next = (settles.len() < BATCH).then(|| jobs.try_recv().ok()).flatten();
     }
-    if !settles.is_empty() {
-        tokio::spawn(worker.clone().settle(settles));
-    }
+    settles
 }
 
 impl Worker {
@@ -236,7 +250,7 @@ impl Worker {
         }
     }
 
-    async fn reserve_group(&self, group: Vec<Reserve>, windows: (i64, i64), limits: (i64, i64)) {
+    async fn reserve_group(self: &Arc<Self>, group: Vec<Reserve>, windows: (i64, i64), limits: (i64, i64)) {
         let seqs: Vec<i64> = group.iter().map(|r| r.seq).collect();
         let agents: Vec<&str> = group.iter().map(|r| &*r.agent).collect();
         let nanos: Vec<i64> = group.iter().map(|r| r.nanos).collect();
@@ -251,11 +265,13 @@ impl Worker {
             &limits.1,
             &self.ttl_ms,
         ];
-        let rows = match self.query(RESERVE, &params).await {
+        // Those who asked first have waited longest: the batch ends with their wait.
+        let deadline = group.iter().map(|r| r.deadline).min().unwrap_or_else(Instant::now);
+        let rows = match self.query_by(deadline, RESERVE, &params).await {
             Ok(rows) if rows.len() == group.len() => rows,
             _ => {
                 drop(group); // Refused now; then, as the database may have taken them, released.
-                return self.release(seqs).await;
+                return self.release_later(seqs);
             }
         };
         let mut gone = Vec::new();
@@ -274,11 +290,12 @@ impl Worker {
             self.status.remember(windows, standing(last, 1));
         }
         if !gone.is_empty() {
-            self.release(gone).await;
+            self.release_later(gone);
         }
     }
 
-    /// Tries until the database has the rows; the callers learn of the first try.
+    /// Records a batch; the callers learn of the first try, and a batch the
+    /// database did not take is tried again, off the lane, until it is.
     async fn settle(self: Arc<Self>, batch: Vec<Settle>) {
         let mut dones = Vec::with_capacity(batch.len());
         let mut calls = Vec::with_capacity(batch.len());
@@ -286,6 +303,40 @@ impl Worker {
             dones.push(done);
             calls.push((seq, row));
         }
+        let result = self.record(&calls).await;
+        for done in dones {
+            let _ = done.send(result.clone());
+        }
+        match result {
+            Ok(()) => self.recorded(&calls),
+            Err(_) => drop(tokio::spawn(self.retry(calls))),
+        }
+    }
+
+    async fn retry(self: Arc<Self>, calls: Vec<(i64, SpendRow)>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            tracing::error!(
+                calls = calls.len(),
+                "spend not yet recorded in the shared ledger; retrying"
+            );
+            tokio::time::sleep(backoff).await;
+            if self.record(&calls).await.is_ok() {
+                return self.recorded(&calls);
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn recorded(&self, calls: &[(i64, SpendRow)]) {
+        for (seq, row) in calls {
+            let held = self.live().remove(seq).unwrap_or(0);
+            self.status.settled(held, row.cost_nanos);
+        }
+    }
+
+    /// One try at recording `calls` (and dropping their reservations).
+    async fn record(&self, calls: &[(i64, SpendRow)]) -> Result<(), LedgerError> {
         let column = |f: fn(&(i64, SpendRow)) -> i64| calls.iter().map(f).collect::<Vec<i64>>();
         let seqs = column(|(seq, _)| *seq);
         let at_ms = column(|(_, row)| row.at_ms);
@@ -310,26 +361,13 @@ impl Worker {
             &months,
             &shards,
         ];
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let result = self.query(SETTLE, &params).await.map(drop);
-            for done in dones.drain(..) {
-                let _ = done.send(result.clone());
-            }
-            if result.is_ok() {
-                for (seq, row) in &calls {
-                    let held = self.live().remove(seq).unwrap_or(0);
-                    self.status.settled(held, row.cost_nanos);
-                }
-                return;
-            }
-            tracing::error!(
-                calls = calls.len(),
-                "spend not yet recorded in the shared ledger; retrying"
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        self.query(SETTLE, &params).await.map(drop)
+    }
+
+    /// Releases off the reservation lane, which must not wait for it.
+    fn release_later(self: &Arc<Self>, seqs: Vec<i64>) {
+        let worker = self.clone();
+        tokio::spawn(async move { worker.release(seqs).await });
     }
 
     async fn release(&self, seqs: Vec<i64>) {
@@ -384,7 +422,16 @@ impl Worker {
 
     /// One statement, within the timeout; says whether the database answered.
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LedgerError> {
-        let result = self.query_within(sql, params).await;
+        self.query_by(Instant::now() + self.timeout, sql, params).await
+    }
+
+    async fn query_by(
+        &self,
+        deadline: Instant,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, LedgerError> {
+        let result = self.query_within(deadline, sql, params).await;
         if let Err(error) = &result {
             tracing::debug!(store = "postgres", %error, "shared spend ledger call failed");
         }
@@ -392,8 +439,12 @@ impl Worker {
         result
     }
 
-    async fn query_within(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LedgerError> {
-        let deadline = Instant::now() + self.timeout;
+    async fn query_within(
+        &self,
+        deadline: Instant,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, LedgerError> {
         let client = match timeout_at(deadline, self.pool.get()).await {
             Ok(client) => client.map_err(|e| LedgerError(e.to_string()))?,
             Err(_) => return Err(timed_out()),
