@@ -15,95 +15,67 @@ use super::ledger::Commit;
 use super::postgres::Admission;
 use super::settle::SettleStream;
 use super::state::{Asking, BudgetState, Reservation};
-use crate::gate::{RefuseOrCall, Unchanged};
+use crate::gate::{AskFirst, Decide, RefuseOrCall, Unchanged};
 use crate::observe::observe;
 
 type Decided<F> = RefuseOrCall<Settled<F>, Unchanged, Result<ChatResponse, BoxError>>;
 
-pin_project! {
-    /// The future of [`Budget`](super::Budget).
-    pub struct ResponseFuture<S: Service<ChatRequest>> {
-        #[pin]
-        state: Decision<S>,
+/// The future of [`Budget`](super::Budget).
+pub type ResponseFuture<S> = AskFirst<Admission, Call<S>>;
+
+/// A call waiting for the shared ledger's answer, and what it needs then.
+#[derive(Debug)]
+pub struct Call<S> {
+    inner: S,
+    request: ChatRequest,
+    asking: Asking,
+    state: Arc<BudgetState>,
+}
+
+impl<S> Call<S> {
+    pub(super) fn new(inner: S, request: ChatRequest, asking: Asking, state: Arc<BudgetState>) -> Self {
+        Self {
+            inner,
+            request,
+            asking,
+            state,
+        }
     }
 }
 
-pin_project! {
-    #[project = DecisionProj]
-    enum Decision<S: Service<ChatRequest>> {
-        Asking {
-            #[pin] answer: oneshot::Receiver<Admission>,
-            asking: Asking,
-            call: Option<(S, ChatRequest, Arc<BudgetState>)>,
-        },
-        Decided { #[pin] future: Decided<S::Future> },
-    }
+/// Refused before any call.
+pub(super) fn refused<S>(error: BoxError) -> ResponseFuture<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    AskFirst::decided(RefuseOrCall::refused(Err(error)))
 }
 
-impl<S: Service<ChatRequest>> ResponseFuture<S> {
-    /// Refused before any call.
-    pub(super) fn refused(error: BoxError) -> Self {
-        Self::decided(RefuseOrCall::refused(Err(error)))
-    }
-
-    /// Admitted with `reservation`: calls `inner` now.
-    pub(super) fn called(inner: &mut S, request: ChatRequest, reservation: Reservation) -> Self {
-        Self::decided(call(inner, request, reservation))
-    }
-
-    /// Waiting for the shared ledger; `inner` is called once it admits.
-    pub(super) fn asking(
-        inner: S,
-        request: ChatRequest,
-        (answer, asking): (oneshot::Receiver<Admission>, Asking),
-        state: Arc<BudgetState>,
-    ) -> Self {
-        Self {
-            state: Decision::Asking {
-                answer,
-                asking,
-                call: Some((inner, request, state)),
-            },
-        }
-    }
-
-    fn decided(future: Decided<S::Future>) -> Self {
-        Self {
-            state: Decision::Decided { future },
-        }
-    }
+/// Admitted with `reservation`: calls `inner` now.
+pub(super) fn called<S>(inner: &mut S, request: ChatRequest, reservation: Reservation) -> ResponseFuture<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+{
+    AskFirst::decided(call(inner, request, reservation))
 }
 
 fn call<S: Service<ChatRequest>>(inner: &mut S, request: ChatRequest, reservation: Reservation) -> Decided<S::Future> {
     RefuseOrCall::called(Settled::new(inner.call(request), reservation), Unchanged)
 }
 
-impl<S> Future for ResponseFuture<S>
+impl<S> Decide<Admission> for Call<S>
 where
     S: Service<ChatRequest, Response = ChatResponse>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<ChatResponse, BoxError>;
+    type Future = Decided<S::Future>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                DecisionProj::Asking {
-                    answer,
-                    asking,
-                    call: waiting,
-                } => {
-                    let answer = ready!(answer.poll(cx));
-                    let (mut inner, request, state) = waiting.take().expect("polled after completion");
-                    let future = match state.answered(&request, *asking, answer) {
-                        Ok(reservation) => call(&mut inner, request, reservation),
-                        Err(refused) => RefuseOrCall::refused(Err(refused)),
-                    };
-                    this.state.set(Decision::Decided { future });
-                }
-                DecisionProj::Decided { future } => return future.poll(cx),
-            }
+    fn decide(mut self, answer: Result<Admission, oneshot::error::RecvError>) -> Self::Future {
+        match self.state.answered(&self.request, self.asking, answer) {
+            Ok(reservation) => call(&mut self.inner, self.request, reservation),
+            Err(refused) => RefuseOrCall::refused(Err(refused)),
         }
     }
 }

@@ -53,7 +53,8 @@ use chrysalis_services::pricing::Unpriced;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
-pub use future::{ResponseFuture, Settled};
+use crate::gate::AskFirst;
+pub use future::{Call, ResponseFuture, Settled};
 pub use ledger::{Breakdown, Commit, MemoryLedger, SpendLedger, SpendRow};
 pub use postgres::{PostgresConfig, PostgresLedger};
 pub use report::{Totals, UsageReport, WindowReport};
@@ -242,12 +243,12 @@ where
         // The cap reserved for is the cap sent: no answer can run past it.
         request.max_tokens.get_or_insert(self.state.default_max_tokens());
         match self.state.reserve(&request) {
-            Ok(Reserved::Held(reservation)) => ResponseFuture::called(&mut self.inner, request, reservation),
+            Ok(Reserved::Held(reservation)) => future::called(&mut self.inner, request, reservation),
             Ok(Reserved::Asking(answer, asking)) => {
                 let inner = crate::take_ready(&mut self.inner);
-                ResponseFuture::asking(inner, request, (answer, asking), self.state.clone())
+                AskFirst::asking(answer, Call::new(inner, request, asking, self.state.clone()))
             }
-            Err(refused) => ResponseFuture::refused(refused),
+            Err(refused) => future::refused(refused),
         }
     }
 }

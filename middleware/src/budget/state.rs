@@ -57,7 +57,7 @@ enum Accounts {
 
 /// What is spent and held, in nano-dollars.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Standing {
+pub struct Standing {
     pub(crate) day_spent: i64,
     pub(crate) month_spent: i64,
     pub(crate) reserved: i64,

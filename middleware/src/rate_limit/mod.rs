@@ -27,6 +27,7 @@ use std::time::Duration;
 use chrysalis_services::{ChatRequest, ChatResponse};
 use tower::{BoxError, Layer, Service};
 
+use crate::gate::AskFirst;
 use future::Ask;
 pub use future::{MarkLeft, ResponseFuture};
 use limiter::Limiter;
@@ -114,7 +115,7 @@ where
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let Some(shared) = &self.shared else {
-            return ResponseFuture::local(&mut self.inner, &self.limiter, request);
+            return future::local(&mut self.inner, &self.limiter, request);
         };
         let answer = shared.check(&self.limiter.shared_key(&request.agent_id));
         let ask = Ask {
@@ -123,7 +124,7 @@ where
             limiter: self.limiter.clone(),
             shared: shared.clone(),
         };
-        ResponseFuture::asking(answer, ask)
+        AskFirst::asking(answer, ask)
     }
 }
 

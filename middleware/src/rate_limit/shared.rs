@@ -37,7 +37,7 @@ const QUEUE: usize = 4096;
 
 /// What the shared bucket said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub enum Verdict {
     /// Admitted, with this many tokens left.
     Admitted(u32),
     /// Refused: a token comes in this long.

@@ -74,7 +74,7 @@ impl PostgresConfig {
 
 /// The database's answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
+pub enum Admission {
     /// Held; the standing includes it.
     Admitted(Standing),
     /// It would pass a limit.
