@@ -137,7 +137,7 @@ pub struct Config {
     /// JSON file of extra or overriding prices: {"model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}.
     #[arg(long, env = "LLM_PRICES_FILE")]
     pub llm_prices_file: Option<PathBuf>,
-    /// The embedded spend ledger (SQLite).
+    /// The embedded spend ledger (SQLite); with GATEWAY_DATABASE_URL, the settles waiting for the shared one.
     #[arg(long, env = "GATEWAY_DB", default_value = "gateway.db")]
     pub gateway_db: PathBuf,
     /// `normal`: spend survives a crash or kill -9 of the process; `full`: power loss too (an fsync per commit).

@@ -283,6 +283,8 @@ fn budget(config: &Config, providers: &[Provider], prices: Arc<PriceTable>) -> R
             timeout: Duration::from_millis(config.gateway_store_timeout_ms),
             reservation_ttl: Duration::from_millis(config.gateway_reservation_ttl_ms),
             connections: 8,
+            // The embedded ledger's file keeps what the shared one could not take yet.
+            outbox: Some(config.gateway_db.clone()),
         })
         .map_err(|e| ConfigError {
             variable: "GATEWAY_DATABASE_URL",

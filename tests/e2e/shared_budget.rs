@@ -464,6 +464,39 @@ async fn forward(mut inbound: TcpStream, target: String, mut mode: watch::Receiv
 }
 
 #[test]
+fn spend_answered_during_an_outage_survives_a_kill_and_is_recorded_by_the_next_start() {
+    let Some(url) = database_url() else { return };
+    let schema = Schema::fresh(&url);
+    let runtime = Runtime::new().unwrap();
+    let proxy = runtime.block_on(Proxy::start(&url));
+    let proxied = proxy.url(&url);
+    let db = temp_db();
+    let env = [
+        ("GATEWAY_DB", db.to_str().unwrap()),
+        ("GATEWAY_STORE_TIMEOUT_MS", "300"),
+        ("MOCK_LATENCY_MS", "1000"),
+    ];
+    let mut doomed = replica(&schema, Some(&proxied), &env);
+    let port = doomed.port;
+    let client = reqwest::Client::new();
+    let call = runtime.spawn(async move { chat(&client, port, "b", "/v1/chat").await });
+    runtime.block_on(until(|| async { schema.standing().await.1 > 0 }));
+    proxy.set(Mode::Cut);
+    let (status, body) = runtime.block_on(call).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let cost = (body["cost_usd"].as_f64().unwrap() * 1e9).round() as i64;
+    doomed.child.kill().unwrap(); // SIGKILL while its settle waits for the database.
+    doomed.child.wait().unwrap();
+    proxy.set(Mode::Open);
+    assert_eq!(runtime.block_on(schema.standing()).0, 0, "not recorded yet");
+
+    let next = replica(&schema, Some(&proxied), &env);
+    runtime.block_on(until(|| async { schema.standing().await.0 == cost }));
+    let report = usage(&runtime, next.port);
+    assert_usd(report["day"]["by_agent"]["b"].as_f64().unwrap(), CALL_USD);
+}
+
+#[test]
 fn an_unreachable_database_stops_start_up_naming_the_variable_not_the_password() {
     // A port nothing listens on: refused at once, no server needed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

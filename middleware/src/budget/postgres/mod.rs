@@ -28,9 +28,11 @@
 //! # let _ = ledger;
 //! ```
 
+mod outbox;
 mod schema;
 mod worker;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,9 @@ pub struct PostgresConfig {
     pub reservation_ttl: Duration,
     /// Connections to the database, at most.
     pub connections: usize,
+    /// A local SQLite file keeping settles the database did not take, until
+    /// it does, across restarts; `None`: they wait in memory only.
+    pub outbox: Option<PathBuf>,
 }
 
 impl PostgresConfig {
@@ -68,6 +73,7 @@ impl PostgresConfig {
             timeout: Duration::from_millis(200),
             reservation_ttl: Duration::from_secs(30),
             connections: 8,
+            outbox: None,
         }
     }
 }

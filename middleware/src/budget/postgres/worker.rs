@@ -16,6 +16,7 @@ use super::super::error::LedgerError;
 use super::super::ledger::{Breakdown, SpendRow};
 use super::super::state::{Standing, SystemClock, WallClock};
 use super::super::utc;
+use super::outbox::{Outbox, Pending};
 use super::{pg, schema, unreachable, Admission, PostgresConfig, SharedReport, Status};
 
 /// Reservations waiting for the database; past this, calls are refused.
@@ -167,6 +168,7 @@ async fn open(
         .recycle_timeout(Some(config.timeout))
         .build()
         .map_err(|e| LedgerError(e.to_string()))?;
+    let outbox = config.outbox.as_deref().map(Outbox::open).transpose()?;
     status.remember(utc::window_starts_ms(SystemClock.now_ms()), Standing::default());
     status.up.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Worker {
@@ -176,6 +178,7 @@ async fn open(
         ttl_ms: i64::try_from(config.reservation_ttl.as_millis()).unwrap_or(i64::MAX),
         live: Mutex::default(),
         status,
+        outbox,
     })
 }
 
@@ -187,6 +190,8 @@ struct Worker {
     /// Calls of this replica holding a reservation, and what each holds: renewed until settled.
     live: Mutex<HashMap<i64, i64>>,
     status: Arc<Status>,
+    /// Where settles the database did not take wait for it, across restarts.
+    outbox: Option<Outbox>,
 }
 
 /// Two lanes: reservations, one batch at a time (they queue on one lock in
@@ -195,6 +200,11 @@ struct Worker {
 /// the batch).
 async fn serve(worker: Arc<Worker>, reserves: mpsc::Receiver<Reserve>, jobs: mpsc::UnboundedReceiver<Job>) {
     tokio::spawn(renew_loop(Arc::downgrade(&worker)));
+    match worker.outbox.as_ref().map(Outbox::pending) {
+        Some(Ok(pending)) => worker.replay(pending),
+        Some(Err(error)) => tracing::error!(%error, "the settle outbox cannot be read"),
+        None => {}
+    }
     tokio::spawn(reserve_lane(worker.clone(), reserves));
     job_lane(worker, jobs).await;
 }
@@ -303,17 +313,28 @@ impl Worker {
             dones.push(done);
             calls.push((seq, row));
         }
-        let result = self.record(&calls).await;
+        let result = self.record(self.replica, &calls).await;
         for done in dones {
             let _ = done.send(result.clone());
         }
         match result {
-            Ok(()) => self.recorded(&calls),
-            Err(_) => drop(tokio::spawn(self.retry(calls))),
+            Ok(()) => self.recorded(self.replica, &calls),
+            Err(_) => {
+                let replica = self.replica;
+                self.keep(replica, &calls);
+                tokio::spawn(self.retry(replica, calls));
+            }
         }
     }
 
-    async fn retry(self: Arc<Self>, calls: Vec<(i64, SpendRow)>) {
+    /// Writes `calls` to the outbox, where a restart finds them.
+    fn keep(&self, replica: i64, calls: &[(i64, SpendRow)]) {
+        if let Some(Err(error)) = self.outbox.as_ref().map(|outbox| outbox.keep(replica, calls)) {
+            tracing::error!(%error, calls = calls.len(), "spend not yet recorded could not be kept on disk either");
+        }
+    }
+
+    async fn retry(self: Arc<Self>, replica: i64, calls: Vec<(i64, SpendRow)>) {
         let mut backoff = Duration::from_millis(50);
         loop {
             tracing::error!(
@@ -321,14 +342,37 @@ impl Worker {
                 "spend not yet recorded in the shared ledger; retrying"
             );
             tokio::time::sleep(backoff).await;
-            if self.record(&calls).await.is_ok() {
-                return self.recorded(&calls);
+            if self.record(replica, &calls).await.is_ok() {
+                return self.recorded(replica, &calls);
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    fn recorded(&self, calls: &[(i64, SpendRow)]) {
+    /// Records, off the lanes, what the outbox kept from earlier runs.
+    fn replay(self: &Arc<Self>, pending: Vec<Pending>) {
+        let mut by_replica: HashMap<i64, Vec<(i64, SpendRow)>> = HashMap::new();
+        for (replica, seq, row) in pending {
+            by_replica.entry(replica).or_default().push((seq, row));
+        }
+        for (replica, calls) in by_replica {
+            tracing::info!(
+                replica,
+                calls = calls.len(),
+                "recording spend kept while the shared ledger was unreachable"
+            );
+            tokio::spawn(self.clone().retry(replica, calls));
+        }
+    }
+
+    /// The shared ledger has `calls`: they leave the outbox, and this replica's its holds.
+    fn recorded(&self, replica: i64, calls: &[(i64, SpendRow)]) {
+        if let Some(Err(error)) = self.outbox.as_ref().map(|outbox| outbox.done(replica, calls)) {
+            tracing::warn!(%error, "recorded spend stays in the outbox (recorded once, even if replayed)");
+        }
+        if replica != self.replica {
+            return;
+        }
         for (seq, row) in calls {
             let held = self.live().remove(seq).unwrap_or(0);
             self.status.settled(held, row.cost_nanos);
@@ -336,7 +380,7 @@ impl Worker {
     }
 
     /// One try at recording `calls` (and dropping their reservations).
-    async fn record(&self, calls: &[(i64, SpendRow)]) -> Result<(), LedgerError> {
+    async fn record(&self, replica: i64, calls: &[(i64, SpendRow)]) -> Result<(), LedgerError> {
         let column = |f: fn(&(i64, SpendRow)) -> i64| calls.iter().map(f).collect::<Vec<i64>>();
         let seqs = column(|(seq, _)| *seq);
         let at_ms = column(|(_, row)| row.at_ms);
@@ -348,18 +392,7 @@ impl Worker {
         let (days, months): (Vec<i64>, Vec<i64>) = at_ms.iter().map(|&at| utc::window_starts_ms(at)).unzip();
         let shards: Vec<i16> = seqs.iter().map(|seq| seq.rem_euclid(SHARDS) as i16).collect();
         let params: [&(dyn ToSql + Sync); 12] = [
-            &self.replica,
-            &seqs,
-            &at_ms,
-            &agents,
-            &providers,
-            &models,
-            &inputs,
-            &outputs,
-            &costs,
-            &days,
-            &months,
-            &shards,
+            &replica, &seqs, &at_ms, &agents, &providers, &models, &inputs, &outputs, &costs, &days, &months, &shards,
         ];
         self.query(SETTLE, &params).await.map(drop)
     }
