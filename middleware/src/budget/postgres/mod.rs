@@ -28,6 +28,7 @@
 //! # let _ = ledger;
 //! ```
 
+mod calls;
 mod outbox;
 mod schema;
 mod worker;
