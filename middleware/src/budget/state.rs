@@ -134,11 +134,7 @@ impl BudgetState {
         };
         let mut windows = lock(windows);
         windows.roll(now_ms);
-        let standing = Standing {
-            day_spent: windows.day_spent,
-            month_spent: windows.month_spent,
-            reserved: windows.reserved,
-        };
+        let standing = windows.standing();
         if let Some(exceeded) = self.exceeded(standing, estimate) {
             return Err(exceeded.into());
         }
@@ -235,12 +231,7 @@ impl BudgetState {
         };
         let mut windows = lock(windows);
         windows.roll(self.clock.now_ms());
-        let standing = Standing {
-            day_spent: windows.day_spent,
-            month_spent: windows.month_spent,
-            reserved: windows.reserved,
-        };
-        Totals::new(limits, standing)
+        Totals::new(limits, windows.standing())
     }
 
     /// Spend, limits and what is left, by agent and model; read from the

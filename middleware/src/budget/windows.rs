@@ -1,6 +1,7 @@
 //! The day's and month's spend of a budget kept in this process, and what
 //! its calls in flight hold.
 
+use super::state::Standing;
 use super::utc;
 
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +28,15 @@ impl Windows {
             left_day: (i64::MIN, 0),
             left_month: (i64::MIN, 0),
             reserved: 0,
+        }
+    }
+
+    /// What is spent in each window and held by calls in flight.
+    pub(super) fn standing(&self) -> Standing {
+        Standing {
+            day_spent: self.day_spent,
+            month_spent: self.month_spent,
+            reserved: self.reserved,
         }
     }
 

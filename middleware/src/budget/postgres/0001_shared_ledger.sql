@@ -37,6 +37,19 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_expiry ON reservations (expires_at);
 
+-- What the windows starting at the given times have spent, and what live
+-- reservations hold: one statement, so one snapshot.
+CREATE FUNCTION standing(
+    p_day_ms bigint, p_month_ms bigint,
+    OUT day_spent bigint, OUT month_spent bigint, OUT reserved bigint)
+LANGUAGE sql AS $$
+    SELECT COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'day'), 0)::bigint,
+           COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'month'), 0)::bigint,
+           (SELECT COALESCE(SUM(x.nanos), 0) FROM reservations x WHERE x.expires_at > clock_timestamp())::bigint
+      FROM spend_totals t
+     WHERE (t.kind = 'day' AND t.start_ms = p_day_ms) OR (t.kind = 'month' AND t.start_ms = p_month_ms)
+$$;
+
 -- Admits each call, in order, if what is spent, what live reservations
 -- hold and its estimate fit both limits, and holds its estimate until
 -- `p_ttl_ms` from now. One lock orders every reservation; the totals and
@@ -54,12 +67,7 @@ DECLARE
     r bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.reserve'));
-    SELECT COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'day'), 0)::bigint,
-           COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'month'), 0)::bigint,
-           (SELECT COALESCE(SUM(x.nanos), 0) FROM reservations x WHERE x.expires_at > clock_timestamp())::bigint
-      INTO d, m, r
-      FROM spend_totals t
-     WHERE (t.kind = 'day' AND t.start_ms = p_day_ms) OR (t.kind = 'month' AND t.start_ms = p_month_ms);
+    SELECT s.day_spent, s.month_spent, s.reserved INTO d, m, r FROM standing(p_day_ms, p_month_ms) s;
     FOR i IN 1 .. COALESCE(array_length(p_seqs, 1), 0) LOOP
         o_seq := p_seqs[i];
         o_admitted := d + r + p_nanos[i] <= p_daily AND m + r + p_nanos[i] <= p_monthly;
@@ -119,10 +127,6 @@ BEGIN
     UPDATE reservations SET expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
      WHERE replica = p_replica AND seq = ANY (p_seqs);
     DELETE FROM reservations WHERE expires_at <= clock_timestamp();
-    SELECT COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'day'), 0)::bigint,
-           COALESCE(SUM(t.spent_nanos) FILTER (WHERE t.kind = 'month'), 0)::bigint,
-           (SELECT COALESCE(SUM(r.nanos), 0) FROM reservations r)::bigint
-      INTO day_spent, month_spent, reserved
-      FROM spend_totals t
-     WHERE (t.kind = 'day' AND t.start_ms = p_day_ms) OR (t.kind = 'month' AND t.start_ms = p_month_ms);
+    SELECT s.day_spent, s.month_spent, s.reserved INTO day_spent, month_spent, reserved
+      FROM standing(p_day_ms, p_month_ms) s;
 END $$;

@@ -30,10 +30,7 @@ const RESERVE: &str =
 const SETTLE: &str = "SELECT settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 const RELEASE: &str = "DELETE FROM reservations WHERE replica = $1 AND seq = ANY ($2)";
 const RENEW: &str = "SELECT day_spent, month_spent, reserved FROM renew($1, $2, $3, $4, $5)";
-const TOTALS: &str = "SELECT COALESCE(SUM(spent_nanos) FILTER (WHERE kind = 'day'), 0)::bigint,
-        COALESCE(SUM(spent_nanos) FILTER (WHERE kind = 'month'), 0)::bigint,
-        (SELECT COALESCE(SUM(nanos), 0) FROM reservations WHERE expires_at > clock_timestamp())::bigint
-    FROM spend_totals WHERE (kind = 'day' AND start_ms = $1) OR (kind = 'month' AND start_ms = $2)";
+const TOTALS: &str = "SELECT day_spent, month_spent, reserved FROM standing($1, $2)";
 const BREAKDOWN: &str = "SELECT true, agent_id, SUM(cost_nanos)::bigint FROM spend WHERE at_ms >= $1 GROUP BY agent_id
     UNION ALL SELECT false, model, SUM(cost_nanos)::bigint FROM spend WHERE at_ms >= $1 GROUP BY model";
 
